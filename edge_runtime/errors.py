@@ -1,0 +1,55 @@
+"""The runtime's exceptions: one root, one subclass per kind of failure.
+
+The CLI catches ``EdgeRuntimeError`` and prints its message as one line with a non-zero exit code, so
+every message here is written for the person at the terminal: what went wrong and what to do.
+"""
+
+from __future__ import annotations
+
+
+class EdgeRuntimeError(Exception):
+    """Root of every error the runtime raises on purpose."""
+
+
+class ConfigError(EdgeRuntimeError):
+    """A configuration value, command-line option or device profile is invalid."""
+
+
+class BundleError(EdgeRuntimeError):
+    """A model bundle is malformed, incomplete, tampered with, or unsafe to unpack."""
+
+
+class ModelError(EdgeRuntimeError):
+    """A model file cannot be loaded or does not fit its labels or input description."""
+
+
+class PreprocessError(EdgeRuntimeError):
+    """An image cannot be decoded or prepared for the model."""
+
+
+class BackendError(EdgeRuntimeError):
+    """An inference backend failed to load a model or to run it."""
+
+
+class SourceError(EdgeRuntimeError):
+    """A frame source cannot be opened or has failed for good."""
+
+
+class SinkError(EdgeRuntimeError):
+    """A result sink cannot be opened."""
+
+
+class MissingDependencyError(EdgeRuntimeError):
+    """An optional dependency is not installed; the message names the extra that provides it."""
+
+    def __init__(self, package: str, extra: str, purpose: str) -> None:
+        self.package = package
+        self.extra = extra
+        super().__init__(
+            f"{purpose} needs the Python package '{package}', which is not installed: "
+            f"pip install 'edge-classify[{extra}]'"
+        )
+
+
+class UnknownComponentError(ConfigError):
+    """A backend, source or sink was named that the runtime does not know."""

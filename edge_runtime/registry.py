@@ -1,0 +1,94 @@
+"""Lazy registry of backends, sources and sinks.
+
+A component is named by a key and its module is imported only when that key is chosen, so a device
+without onnxruntime still runs TFLite models and a missing optional package is reported by name with
+the extra that installs it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Literal
+
+from edge_runtime.errors import MissingDependencyError, UnknownComponentError
+
+Kind = Literal["backend", "source", "sink"]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """Where a component lives (``module:attribute``) and which extra provides its dependencies."""
+
+    target: str
+    extra: str | None = None
+    summary: str = ""
+
+
+# Keys are what users type: backend names, URI schemes, --output / sink names.
+_ENTRIES: dict[str, dict[str, Entry]] = {
+    "backend": {
+        "litert": Entry("edge_runtime.backends.litert:LiteRTBackend", "tflite", "LiteRT / TFLite"),
+        "onnxruntime": Entry(
+            "edge_runtime.backends.onnxruntime:OnnxRuntimeBackend", "onnx", "ONNX Runtime"
+        ),
+    },
+    "source": {},
+    "sink": {},
+}
+
+
+def register(kind: Kind, name: str, target: str, extra: str | None = None, summary: str = "") -> None:
+    """Add or replace a component. ``target`` is ``'package.module:Attribute'``."""
+    _ENTRIES[kind][name] = Entry(target, extra, summary)
+
+
+def names(kind: Kind) -> list[str]:
+    """The keys known for ``kind``, sorted."""
+    return sorted(_ENTRIES[kind])
+
+
+def entry(kind: Kind, name: str) -> Entry:
+    """The registry entry for ``name``.
+
+    Raises:
+        UnknownComponentError: ``name`` is not registered; the message lists the known names.
+    """
+    try:
+        return _ENTRIES[kind][name]
+    except KeyError:
+        known = ", ".join(names(kind)) or "none"
+        raise UnknownComponentError(f"unknown {kind} '{name}' (known: {known})") from None
+
+
+def load(kind: Kind, name: str) -> object:
+    """Import the module of component ``name`` and return the attribute it names.
+
+    Raises:
+        UnknownComponentError: ``name`` is not registered.
+        MissingDependencyError: the module needs a package that is not installed.
+    """
+    found = entry(kind, name)
+    module_name, _, attribute = found.target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        # Only blame the extra when the missing module is a third-party one, not our own code.
+        missing = (exc.name or "").split(".")[0]
+        if found.extra and missing and not module_name.startswith(missing + "."):
+            raise MissingDependencyError(missing, found.extra, f"the {kind} '{name}'") from exc
+        raise
+    return getattr(module, attribute)
+
+
+def require(module: str, extra: str, purpose: str) -> ModuleType:
+    """Import an optional third-party module or explain which extra installs it.
+
+    Raises:
+        MissingDependencyError: the module is not installed.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependencyError(module.split(".")[0], extra, purpose) from exc

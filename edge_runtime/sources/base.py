@@ -1,0 +1,71 @@
+"""The source interface: frames in capture order, each with a capture timestamp."""
+
+from __future__ import annotations
+
+import abc
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from edge_runtime.types import Frame
+
+
+@dataclass
+class SourceStats:
+    """Counters a source keeps; read by /status and the pretty console.
+
+    ``dropped``: frames a live source captured but overwrote before anyone read them (latest frame
+    wins). ``corrupt``: frames or files that could not be decoded and were skipped.
+    ``reconnects``: times a live source reopened its device.
+    """
+
+    captured: int = 0
+    delivered: int = 0
+    dropped: int = 0
+    corrupt: int = 0
+    reconnects: int = 0
+
+
+class Source(abc.ABC):
+    """A stream of RGB frames.
+
+    ``live`` sources (cameras, network streams) capture in their own thread into a one-slot
+    latest-frame-wins buffer, so a slow consumer always gets the newest frame; file sources deliver
+    every frame in order and ``read`` returns None at the end.
+    """
+
+    uri: str = ""
+    live: bool = False
+
+    def __init__(self) -> None:
+        self.stats = SourceStats()
+        self._lock = threading.Lock()
+
+    def open(self) -> None:
+        """Open the device or file. Raises SourceError when it cannot be opened."""
+
+    @abc.abstractmethod
+    def read(self, timeout: float | None = None) -> Frame | None:
+        """The next frame, or None at the end of a finite stream (or after ``timeout`` seconds
+        without a frame from a live one).
+
+        Raises:
+            SourceError: the source failed for good (a live source retries before giving up).
+        """
+
+    def close(self) -> None:
+        """Stop capturing and release the device. Safe to call twice."""
+
+    def __iter__(self) -> Iterator[Frame]:
+        while True:
+            frame = self.read()
+            if frame is None:
+                return
+            yield frame
+
+    def __enter__(self) -> Source:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

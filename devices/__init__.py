@@ -1,6 +1,7 @@
 """Device profiles and hardware detection (standard library only).
 
-A profile says what a kind of device should use by default: which camera, which inference backends in
+A profile says what a kind of device should use by default: which camera, which inference backends
+in
 which order, how many threads, and which artifact precision suits its processor. Detection reads the
 device tree and the Jetson release file; it runs only when called and caches its answer.
 """
@@ -70,14 +71,18 @@ def list_profiles() -> list[str]:
     return sorted(_profile_files())
 
 
-def _tuple_of(data: dict[str, Any], key: str, allowed: tuple[str, ...] | None, where: str) -> tuple[str, ...]:
+def _tuple_of(
+    data: dict[str, Any], key: str, allowed: tuple[str, ...] | None, where: str
+) -> tuple[str, ...]:
     value = data.get(key, [])
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ProfileError(f"{where}: '{key}' must be a list of strings")
     if allowed is not None:
         bad = [v for v in value if v not in allowed]
         if bad:
-            raise ProfileError(f"{where}: '{key}' has unknown value '{bad[0]}' (known: {', '.join(allowed)})")
+            raise ProfileError(
+                f"{where}: '{key}' has unknown value '{bad[0]}' (known: {', '.join(allowed)})"
+            )
     return tuple(value)
 
 
@@ -92,8 +97,18 @@ def parse_profile(name: str, text: str) -> DeviceProfile:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(f"{where}: invalid TOML: {exc}") from exc
-    known = {"description", "camera", "backends", "threads", "precision", "formats",
-             "onnx_providers", "delegates", "notes", "match"}
+    known = {
+        "description",
+        "camera",
+        "backends",
+        "threads",
+        "precision",
+        "formats",
+        "onnx_providers",
+        "delegates",
+        "notes",
+        "match",
+    }
     unknown = sorted(set(data) - known)
     if unknown:
         raise ProfileError(f"{where}: unknown key '{unknown[0]}'")
@@ -123,7 +138,7 @@ def parse_profile(name: str, text: str) -> DeviceProfile:
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_profile(name: str) -> DeviceProfile:
     """Load a shipped profile by name (e.g. ``raspberry-pi-5``) or from a ``.toml`` path.
 
@@ -150,11 +165,12 @@ def _read_text(path: Path) -> str:
         return ""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def detect(root: str = "/", machine: str | None = None) -> str:
     """Name of the profile that fits the device this runs on.
 
-    Reads ``/proc/device-tree/model`` and ``/etc/nv_tegra_release`` below ``root`` (tests pass a fake
+    Reads ``/proc/device-tree/model`` and ``/etc/nv_tegra_release`` below ``root`` (tests pass a
+    fake
     root) and falls back on the processor architecture. Cached: it reads the files once.
     """
     base = Path(root)

@@ -1,7 +1,8 @@
 """The model bundle (schema 1): the contract between the exporter and the device.
 
 A bundle is a directory, or an uncompressed ``.tar`` of one, holding ``manifest.json``, the model
-artifacts, ``labels.txt`` and ``samples/``. :func:`load_bundle` validates everything a device relies on
+artifacts, ``labels.txt`` and ``samples/``. :func:`load_bundle` validates everything a device
+relies on
 before a model is trusted; :func:`write_bundle` writes a bundle atomically so that a failure leaves
 nothing behind.
 """
@@ -87,9 +88,14 @@ class Artifact(_Strict):
     opset: StrictInt | None = Field(None, description="ONNX opset, for ONNX artifacts.")
     accuracy: float | None = Field(None, ge=0, le=1, description="Top-1 on the held-out split.")
     agreement_with_float: float | None = Field(
-        None, ge=0, le=1, description="Share of held-out images where top-1 equals the float model's."
+        None,
+        ge=0,
+        le=1,
+        description="Share of held-out images where top-1 equals the float model's.",
     )
-    latency_ms: float | None = Field(None, ge=0, description="Median inference time on the exporter.")
+    latency_ms: float | None = Field(
+        None, ge=0, description="Median inference time on the exporter."
+    )
 
 
 class Training(_Strict):
@@ -127,7 +133,7 @@ class Sample(_Strict):
 class BundleManifest(_Strict):
     """``manifest.json`` of a schema-1 bundle."""
 
-    schema_version: Literal[1] = Field(SCHEMA_VERSION, alias="schema")
+    schema_version: Literal[1] = Field(1, alias="schema")
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
     version: StrictInt = Field(gt=0, description="Grows with every release of this model.")
     created: datetime
@@ -136,8 +142,8 @@ class BundleManifest(_Strict):
     input: InputDescription
     artifacts: list[Artifact] = Field(min_length=1)
     training: Training | None = None
-    thresholds: Thresholds = Field(default_factory=Thresholds)
-    compatible: Compatible = Field(default_factory=Compatible)
+    thresholds: Thresholds = Field(default_factory=lambda: Thresholds())
+    compatible: Compatible = Field(default_factory=lambda: Compatible())
     samples: list[Sample] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -202,7 +208,9 @@ def verify_artifacts(artifacts: list[Artifact], label_count: int) -> None:
             )
         expected_suffix = "." + item.format
         if not item.path.endswith(expected_suffix):
-            raise ValueError(f"artifact {item.path} is {item.format} but is not named *{expected_suffix}")
+            raise ValueError(
+                f"artifact {item.path} is {item.format} but is not named *{expected_suffix}"
+            )
 
 
 def _describe_validation(error: ValidationError) -> str:
@@ -230,7 +238,8 @@ def parse_manifest(data: bytes | str, where: str = MANIFEST_NAME) -> BundleManif
     schema = raw.get("schema")
     if schema != SCHEMA_VERSION or isinstance(schema, bool):
         raise BundleError(
-            f"{where}: unsupported bundle schema {schema!r} (this runtime reads schema {SCHEMA_VERSION})"
+            f"{where}: unsupported bundle schema {schema!r} "
+            f"(this runtime reads schema {SCHEMA_VERSION})"
         )
     try:
         return BundleManifest.model_validate(raw)
@@ -319,14 +328,18 @@ def load_bundle(
     """
     source = Path(path)
     if source.is_dir():
-        return Bundle(root=source, manifest=_validate_directory(source, verify_hashes), source=source)
+        return Bundle(
+            root=source, manifest=_validate_directory(source, verify_hashes), source=source
+        )
     if not source.exists():
         raise BundleError(f"no bundle at {source}: no such file or directory")
     if not _is_plain_tar(source):
         raise BundleError(f"{source} is neither a bundle directory nor an uncompressed .tar bundle")
 
     made_here = extract_to is None
-    target = Path(tempfile.mkdtemp(prefix="edge-bundle-")) if extract_to is None else Path(extract_to)
+    target = (
+        Path(tempfile.mkdtemp(prefix="edge-bundle-")) if extract_to is None else Path(extract_to)
+    )
     try:
         if not made_here:
             target.mkdir(parents=True, exist_ok=True)
@@ -340,7 +353,9 @@ def load_bundle(
         else:
             _empty_directory(target)
         raise
-    return Bundle(root=target, manifest=manifest, source=source, _tempdir=target if made_here else None)
+    return Bundle(
+        root=target, manifest=manifest, source=source, _tempdir=target if made_here else None
+    )
 
 
 def _empty_directory(directory: Path) -> None:
@@ -370,7 +385,7 @@ def _validate_directory(root: Path, verify_hashes: bool) -> BundleManifest:
         raise BundleError(f"bundle {root} is missing {LABELS_NAME}")
     try:
         file_labels = parse_labels(labels_path.read_text(encoding="utf-8"))
-    except Exception as exc:  # noqa: BLE001 - any failure here is a broken bundle
+    except Exception as exc:
         raise BundleError(f"{labels_path}: {exc}") from exc
     if file_labels != manifest.labels:
         raise BundleError(
@@ -414,9 +429,11 @@ def _member_name(raw: str) -> str:
 def extract_bundle_tar(tar_path: str | os.PathLike[str], dest: str | os.PathLike[str]) -> list[str]:
     """Unpack a bundle ``.tar`` into the empty directory ``dest`` with an allow-list.
 
-    Only regular files whose names the bundle's own manifest expects are written (optionally all under
+    Only regular files whose names the bundle's own manifest expects are written (optionally all
+    under
     one top-level folder, which is dropped). Links, devices, absolute or ``..`` names, duplicates,
-    unexpected members and archives over :data:`MAX_TAR_BYTES` are refused before anything is written.
+    unexpected members and archives over :data:`MAX_TAR_BYTES` are refused before anything is
+    written.
 
     Returns the names written. Raises BundleError.
     """
@@ -430,7 +447,9 @@ def extract_bundle_tar(tar_path: str | os.PathLike[str], dest: str | os.PathLike
         manifest_member = members.get(MANIFEST_NAME)
         if manifest_member is None:
             raise BundleError(f"bundle archive {tar_path} has no {MANIFEST_NAME}")
-        manifest = parse_manifest(_read_member(archive, manifest_member), where=f"{tar_path}:{MANIFEST_NAME}")
+        manifest = parse_manifest(
+            _read_member(archive, manifest_member), where=f"{tar_path}:{MANIFEST_NAME}"
+        )
         allowed = manifest.member_names()
         unexpected = sorted(set(members) - allowed)
         if unexpected:
@@ -462,7 +481,9 @@ def _safe_members(archive: tarfile.TarFile) -> dict[str, tarfile.TarInfo]:
             continue
         if not member.isreg():
             kind = "link" if (member.issym() or member.islnk()) else "special file"
-            raise BundleError(f"bundle archive member {member.name!r} is a {kind}; only files are allowed")
+            raise BundleError(
+                f"bundle archive member {member.name!r} is a {kind}; only files are allowed"
+            )
         if name in files:
             raise BundleError(f"bundle archive has member {name!r} twice")
         total += member.size
@@ -523,14 +544,18 @@ def write_bundle(
 ) -> Bundle:
     """Write a bundle directory atomically and return it loaded.
 
-    ``manifest`` is the manifest as a mapping (``sha256`` and ``bytes`` of artifacts may be left out:
-    they are computed here) or a model. ``files`` maps every artifact and sample name to a source path
-    or bytes; ``labels.txt`` and ``manifest.json`` are written from the manifest. Everything goes to a
+    ``manifest`` is the manifest as a mapping (``sha256`` and ``bytes`` of artifacts may be left
+    out:
+    they are computed here) or a model. ``files`` maps every artifact and sample name to a source
+    path
+    or bytes; ``labels.txt`` and ``manifest.json`` are written from the manifest. Everything goes
+    to a
     temporary directory beside ``dest`` which is renamed into place at the end, so a failure leaves
     neither a half-written bundle nor a damaged old one.
 
     Raises:
-        BundleError: ``dest`` holds a bundle and ``force`` is false, ``dest`` is something else than a
+        BundleError: ``dest`` holds a bundle and ``force`` is false, ``dest`` is something else
+        than a
             bundle, the manifest is invalid, or a file is missing or extra.
     """
     target = Path(dest)
@@ -541,9 +566,15 @@ def write_bundle(
             if not force:
                 raise BundleError(f"{target} already holds a bundle; pass --force to replace it")
         elif any(target.iterdir()):
-            raise BundleError(f"{target} is a non-empty directory that is not a bundle; choose another")
+            raise BundleError(
+                f"{target} is a non-empty directory that is not a bundle; choose another"
+            )
 
-    raw = manifest.model_dump(mode="json", by_alias=True) if isinstance(manifest, BaseModel) else dict(manifest)
+    raw = (
+        manifest.model_dump(mode="json", by_alias=True)
+        if isinstance(manifest, BaseModel)
+        else dict(manifest)
+    )
     raw = json.loads(json.dumps(raw, default=str))  # deep copy, datetimes as text
     raw.setdefault("schema", SCHEMA_VERSION)
     raw.setdefault("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
@@ -562,7 +593,9 @@ def write_bundle(
             raise BundleError(f"file for bundle member {name} does not exist: {source}")
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    staging = Path(
+        tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    )
     try:
         for name, source in files.items():
             _write_file(staging / name, source)
@@ -589,7 +622,9 @@ def _swap_into_place(staging: Path, target: Path) -> None:
         os.rename(staging, target)
     else:
         # Directories cannot be renamed over non-empty ones: move the old one aside first.
-        retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+        retired = Path(
+            tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent)
+        )
         retired.rmdir()
         os.rename(target, retired)
         try:
@@ -606,11 +641,13 @@ def pack_bundle(
 ) -> Path:
     """Pack a valid bundle directory into a reproducible uncompressed ``.tar``, atomically.
 
-    Members are sorted, owned by root and dated by the manifest's ``created``, so the same bundle packs
+    Members are sorted, owned by root and dated by the manifest's ``created``, so the same bundle
+    packs
     to the same bytes.
 
     Raises:
-        BundleError: the directory is not a valid bundle, or ``tar_path`` exists and ``force`` is false.
+        BundleError: the directory is not a valid bundle, or ``tar_path`` exists and ``force`` is
+        false.
     """
     bundle = load_bundle(bundle_dir)
     out = Path(tar_path)

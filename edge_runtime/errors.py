@@ -1,6 +1,7 @@
 """The runtime's exceptions: one root, one subclass per kind of failure.
 
-The CLI catches ``EdgeRuntimeError`` and prints its message as one line with a non-zero exit code, so
+The CLI catches ``EdgeRuntimeError`` and prints its message as one line with a non-zero exit code,
+so
 every message here is written for the person at the terminal: what went wrong and what to do.
 """
 

@@ -14,7 +14,9 @@ import numpy as np
 
 from edge_runtime.errors import PreprocessError
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".webp", ".tif", ".tiff"})
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".webp", ".tif", ".tiff"}
+)
 
 
 def is_image_path(path: str | os.PathLike[str]) -> bool:

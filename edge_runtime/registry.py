@@ -34,12 +34,48 @@ _ENTRIES: dict[str, dict[str, Entry]] = {
             "edge_runtime.backends.onnxruntime:OnnxRuntimeBackend", "onnx", "ONNX Runtime"
         ),
     },
-    "source": {},
-    "sink": {},
+    # URI schemes; a plain path is an image, a folder, a glob or a video (see sources.open_source).
+    "source": {
+        "synthetic": Entry(
+            "edge_runtime.sources.synthetic:SyntheticSource", None, "rendered scenes"
+        ),
+        "images": Entry(
+            "edge_runtime.sources.files:ImageFilesSource", None, "image file/folder/glob"
+        ),
+        "video": Entry("edge_runtime.sources.video:VideoFileSource", None, "video file"),
+        "camera": Entry(
+            "edge_runtime.sources.opencv:OpenCVCameraSource", None, "camera:N (OpenCV)"
+        ),
+        "v4l2": Entry("edge_runtime.sources.opencv:OpenCVCameraSource", None, "v4l2:///dev/videoN"),
+        "rtsp": Entry("edge_runtime.sources.network:NetworkStreamSource", None, "RTSP stream"),
+        "http": Entry("edge_runtime.sources.network:NetworkStreamSource", None, "MJPEG over HTTP"),
+        "https": Entry(
+            "edge_runtime.sources.network:NetworkStreamSource", None, "MJPEG over HTTPS"
+        ),
+        "gst": Entry("edge_runtime.sources.gstreamer:GStreamerSource", None, "GStreamer pipeline"),
+        "csi": Entry("edge_runtime.sources.gstreamer:GStreamerSource", None, "Jetson CSI camera"),
+        "picamera2": Entry(
+            "edge_runtime.sources.picamera2:Picamera2Source", "rpi", "Raspberry Pi camera"
+        ),
+    },
+    "sink": {
+        "pretty": Entry("edge_runtime.sinks.console:PrettySink", None, "human-readable console"),
+        "jsonl": Entry(
+            "edge_runtime.sinks.jsonl:JsonLinesSink", None, "JSON lines, stdout or file"
+        ),
+        "http": Entry(
+            "edge_runtime.sinks.http:HttpSink", None, "/healthz /status /latest /metrics"
+        ),
+        "mqtt": Entry("edge_runtime.sinks.mqtt:MqttSink", "mqtt", "MQTT broker"),
+        "webhook": Entry("edge_runtime.sinks.webhook:WebhookSink", None, "HTTP POST per event"),
+        "gpio": Entry("edge_runtime.sinks.gpio:GpioSink", "rpi", "drive a pin on a label"),
+    },
 }
 
 
-def register(kind: Kind, name: str, target: str, extra: str | None = None, summary: str = "") -> None:
+def register(
+    kind: Kind, name: str, target: str, extra: str | None = None, summary: str = ""
+) -> None:
     """Add or replace a component. ``target`` is ``'package.module:Attribute'``."""
     _ENTRIES[kind][name] = Entry(target, extra, summary)
 

@@ -1,4 +1,5 @@
-"""The runtime's live status: what the HTTP sink's /status and /metrics, the console and the daemon read.
+"""The runtime's live status: what the HTTP sink's /status and /metrics, the console and the daemon
+read.
 
 One ``RuntimeStatus`` per pipeline. The pipeline writes to it from its threads; readers take a
 ``snapshot()``, a JSON-ready dict, so a server never holds the lock while it talks to a client.
@@ -46,7 +47,9 @@ class LatencyWindow:
 class RuntimeStatus:
     """Thread-safe counters, latest result and latency windows of a running pipeline."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic, fps_window_s: float = 5.0) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, fps_window_s: float = 5.0
+    ) -> None:
         self._clock = clock
         self._lock = threading.Lock()
         self._started = clock()
@@ -79,7 +82,9 @@ class RuntimeStatus:
         with self._lock:
             self._model = dict(info)
 
-    def set_source(self, info: Mapping[str, Any], stats: Callable[[], Mapping[str, Any]] | None = None) -> None:
+    def set_source(
+        self, info: Mapping[str, Any], stats: Callable[[], Mapping[str, Any]] | None = None
+    ) -> None:
         """Describe the source; ``stats`` returns its live counters (dropped, corrupt, ...)."""
         with self._lock:
             self._source = dict(info)

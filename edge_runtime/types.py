@@ -76,7 +76,8 @@ class Prediction:
     """What the pipeline concluded for one frame, after thresholds, smoothing and debounce.
 
     ``label`` is ``UNKNOWN`` when no class is confident enough. ``top`` holds the raw top-k of this
-    frame (probabilities). ``event`` is true on the frame where a new label has held long enough to be
+    frame (probabilities). ``event`` is true on the frame where a new label has held long enough to
+    be
     announced (debounce). ``latency_ms`` maps stage names (capture, preprocess, inference,
     postprocess, total) to milliseconds.
     """

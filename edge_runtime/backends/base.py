@@ -14,7 +14,8 @@ from edge_runtime.types import TensorSpec
 class BackendOptions:
     """How to run a model.
 
-    ``threads``: intra-op threads (0 = the backend's default, all cores). ``providers``: ONNX Runtime
+    ``threads``: intra-op threads (0 = the backend's default, all cores). ``providers``: ONNX
+    Runtime
     execution providers in preference order. ``delegates``: paths of TFLite delegate libraries (e.g.
     ``libedgetpu.so.1``). ``busy_wait``: let ONNX Runtime spin between runs; off when other pipeline
     threads share few cores.
@@ -30,7 +31,8 @@ class BackendOptions:
 class Backend(abc.ABC):
     """One loaded model, ready to run.
 
-    Implementations load the model in ``__init__``, run one warm-up inference, and keep their input and
+    Implementations load the model in ``__init__``, run one warm-up inference, and keep their input
+    and
     output buffers between calls so the hot path allocates nothing. They are not thread-safe: one
     thread runs a backend.
     """

@@ -1,6 +1,7 @@
 """The one preprocessing path, shared by training (the exporter) and serving (the device).
 
-Pure numpy/cv2 functions over RGB uint8 frames. Normalization is not done here: every model we export
+Pure numpy/cv2 functions over RGB uint8 frames. Normalization is not done here: every model we
+export
 carries it inside its graph and takes raw RGB pixels 0..255.
 """
 

@@ -41,7 +41,9 @@ class Roi:
     def __post_init__(self) -> None:
         values = (self.x, self.y, self.width, self.height)
         if not all(0.0 <= v <= 1.0 for v in values) or self.width <= 0 or self.height <= 0:
-            raise PreprocessError(f"ROI values must be fractions in 0..1 with a positive size: {values}")
+            raise PreprocessError(
+                f"ROI values must be fractions in 0..1 with a positive size: {values}"
+            )
         if self.x + self.width > 1.0 + 1e-9 or self.y + self.height > 1.0 + 1e-9:
             raise PreprocessError(f"ROI reaches outside the frame: {values}")
 
@@ -55,11 +57,14 @@ class Roi:
         try:
             x, y, w, h = (float(part) for part in text.split(","))
         except ValueError:
-            raise PreprocessError(f"ROI must be 'x,y,width,height' as fractions, got '{text}'") from None
+            raise PreprocessError(
+                f"ROI must be 'x,y,width,height' as fractions, got '{text}'"
+            ) from None
         return cls(x, y, w, h)
 
     def box(self, height: int, width: int) -> tuple[int, int, int, int]:
-        """Pixel box ``(x0, y0, x1, y1)`` of this ROI in a frame of the given size (at least 1x1)."""
+        """Pixel box ``(x0, y0, x1, y1)`` of this ROI in a frame of the given size (at least
+        1x1)."""
         x0 = min(int(round(self.x * width)), width - 1)
         y0 = min(int(round(self.y * height)), height - 1)
         x1 = max(min(int(round((self.x + self.width) * width)), width), x0 + 1)
@@ -71,7 +76,8 @@ class Roi:
 class PreprocessSpec:
     """How a frame becomes a model input: size, resize mode, interpolation, ROI, channel order.
 
-    ``fill`` is the gray level of letterbox padding. ``channel_order`` is the order the *model* wants;
+    ``fill`` is the gray level of letterbox padding. ``channel_order`` is the order the *model*
+    wants;
     frames are always RGB, and our own models want RGB too.
     """
 
@@ -150,8 +156,10 @@ def _check_out(out: np.ndarray, spec: PreprocessSpec, dtype: type) -> None:
 def prepare(image: np.ndarray, spec: PreprocessSpec, out: np.ndarray | None = None) -> np.ndarray:
     """Turn an RGB uint8 frame into the model's uint8 HxWx3 input (no normalization).
 
-    Applies the ROI crop, then the resize mode with the chosen interpolation, then the channel order.
-    When ``out`` is given (uint8, ``spec.shape``, contiguous) the result is written there and returned.
+    Applies the ROI crop, then the resize mode with the chosen interpolation, then the channel
+    order.
+    When ``out`` is given (uint8, ``spec.shape``, contiguous) the result is written there and
+    returned.
 
     Raises:
         PreprocessError: the frame is not RGB uint8 HxWx3, or ``out`` does not fit.
@@ -218,9 +226,11 @@ def quantize_pixels(
     zero_point: int,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Express 0..255 pixels in a quantized input's integer domain: ``round(p / scale + zero_point)``.
+    """Express 0..255 pixels in a quantized input's integer domain: ``round(p / scale +
+    zero_point)``.
 
-    Models we export take uint8 with scale 1 and zero point 0, which is a plain copy; third-party int8
+    Models we export take uint8 with scale 1 and zero point 0, which is a plain copy; third-party
+    int8
     models typically use zero point -128. Results are clipped to the dtype's range.
 
     Raises:

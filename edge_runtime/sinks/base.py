@@ -15,7 +15,8 @@ StatusProvider = Callable[[], Mapping[str, Any]]
 class Sink(abc.ABC):
     """Receives every prediction in frame order, on the pipeline's output thread.
 
-    ``emit`` must be quick: a sink that talks to the network queues the message and sends it from its
+    ``emit`` must be quick: a sink that talks to the network queues the message and sends it from
+    its
     own thread, and never raises for a network failure (it counts and logs it instead).
     """
 
@@ -30,7 +31,8 @@ class Sink(abc.ABC):
 
     @abc.abstractmethod
     def emit(self, prediction: Prediction, frame: Frame | None = None) -> None:
-        """Handle one prediction. ``frame`` is the captured frame, for sinks that show or save it."""
+        """Handle one prediction. ``frame`` is the captured frame, for sinks that show or save
+        it."""
 
     def close(self) -> None:
         """Flush and stop. Safe to call twice."""

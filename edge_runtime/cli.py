@@ -1,0 +1,71 @@
+"""``edge-runtime``: the device command line.
+
+Each subcommand lives in ``edge_runtime/commands/<name>.py`` with ``register(subparsers)`` (adds its
+parser and sets ``handler``); this module only dispatches and turns errors into one clear line.
+Importing a command module must stay cheap: heavy imports happen inside handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from edge_runtime import __version__
+from edge_runtime.errors import EdgeRuntimeError
+
+#: subcommand modules, in the order ``--help`` lists them
+COMMAND_MODULES: tuple[str, ...] = ()
+
+EPILOG = """\
+examples:
+  edge-runtime run --model models/traffic-signs --source synthetic:traffic-signs --max-frames 300
+  edge-runtime run --model bundle/ --source camera:0 --http 0.0.0.0:8080
+  edge-runtime classify photo.jpg --model model.tflite --top-k 5 --json
+  edge-runtime bench --model models/traffic-signs --frames 200
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge-runtime",
+        description="Classify camera frames in real time with a TFLite or ONNX model.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"edge-runtime {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the process exit code (0 ok, 1 failure, 2 usage error)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(handler(args) or 0)
+    except EdgeRuntimeError as exc:
+        print(f"edge-runtime: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("edge-runtime: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into `head` and closed
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of ``edge-runtime``; see :mod:`edge_runtime.cli`."""

@@ -1,0 +1,73 @@
+"""``edge-export``: the workstation command line.
+
+Each subcommand lives in ``exporter/commands/<name>.py`` with ``register(subparsers)`` (adds its
+parser
+and sets ``handler``). This module dispatches and turns errors into one clear line. Command modules
+import TensorFlow only inside their handlers, so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from edge_runtime import __version__
+from edge_runtime.errors import EdgeRuntimeError
+from exporter.errors import ExporterError
+
+COMMAND_MODULES: tuple[str, ...] = ()
+
+EPILOG = """\
+examples:
+  edge-export dataset synth --scenario traffic-signs --out data/signs --per-class 200 --size 96
+  edge-export dataset report data/signs
+  edge-export train --data data/signs --arch mobilenet_v3_small --weights none --input-size 96 \\
+      --out runs/signs
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge-export",
+        description="Train, quantize, export, verify and bundle image classifiers for devices.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"edge-export {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the process exit code (0 ok, 1 failure, 2 usage error)."""
+    # TensorFlow's C++ start-up chatter is not for users; keep real errors.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(handler(args) or 0)
+    except (ExporterError, EdgeRuntimeError) as exc:
+        print(f"edge-export: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("edge-export: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of ``edge-export``; see :mod:`exporter.cli`."""

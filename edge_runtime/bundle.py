@@ -337,14 +337,16 @@ def load_bundle(
         raise BundleError(f"{source} is neither a bundle directory nor an uncompressed .tar bundle")
 
     made_here = extract_to is None
-    target = (
-        Path(tempfile.mkdtemp(prefix="edge-bundle-")) if extract_to is None else Path(extract_to)
-    )
+    if extract_to is None:
+        target = Path(tempfile.mkdtemp(prefix="edge-bundle-"))
+    else:
+        # Checked before anything is written: on failure this directory is emptied again, which
+        # must never touch files that were there before.
+        target = Path(extract_to)
+        target.mkdir(parents=True, exist_ok=True)
+        if any(target.iterdir()):
+            raise BundleError(f"cannot unpack into {target}: the directory is not empty")
     try:
-        if not made_here:
-            target.mkdir(parents=True, exist_ok=True)
-            if any(target.iterdir()):
-                raise BundleError(f"cannot unpack into {target}: the directory is not empty")
         extract_bundle_tar(source, target)
         manifest = _validate_directory(target, verify_hashes)
     except BaseException:

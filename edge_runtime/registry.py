@@ -112,7 +112,7 @@ def load(kind: Kind, name: str) -> object:
     except ModuleNotFoundError as exc:
         # Only blame the extra when the missing module is a third-party one, not our own code.
         missing = (exc.name or "").split(".")[0]
-        if found.extra and missing and not module_name.startswith(missing + "."):
+        if found.extra and missing and missing != module_name.split(".")[0]:
             raise MissingDependencyError(missing, found.extra, f"the {kind} '{name}'") from exc
         raise
     return getattr(module, attribute)

@@ -1,0 +1,245 @@
+"""The one preprocessing path: exact pixels for each resize mode, channel order, ROI, float path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge_runtime.errors import PreprocessError
+from edge_runtime.preprocess import (
+    PreprocessSpec,
+    Roi,
+    center_crop_box,
+    decode_image,
+    letterbox_box,
+    prepare,
+    prepare_file,
+    prepare_float,
+    quantize_pixels,
+    read_image,
+)
+
+
+def gray_ramp(height: int, width: int) -> np.ndarray:
+    """An RGB image whose R channel numbers the pixels, G is R+1 and B is R+2 (all distinct)."""
+    values = (np.arange(height * width, dtype=np.uint8) * 4).reshape(height, width)
+    return np.stack([values, values + 1, values + 2], axis=-1)
+
+
+def test_squash_nearest_picks_exact_pixels() -> None:
+    image = gray_ramp(4, 4)
+    out = prepare(image, PreprocessSpec(2, 2, "squash", "nearest"))
+    np.testing.assert_array_equal(out, image[::2, ::2])
+
+
+def test_squash_area_averages_blocks() -> None:
+    image = np.zeros((4, 4, 3), np.uint8)
+    image[:2, :2] = (10, 20, 30)
+    image[:2, 2:] = (40, 50, 60)
+    image[2:, :2] = (70, 80, 90)
+    image[2:, 2:] = (100, 110, 120)
+    image[0, 0] = (14, 24, 34)  # one brighter pixel: the block mean moves by exactly 1
+    out = prepare(image, PreprocessSpec(2, 2, "squash", "area"))
+    expected = np.array(
+        [[(11, 21, 31), (40, 50, 60)], [(70, 80, 90), (100, 110, 120)]], dtype=np.uint8
+    )
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_squash_changes_aspect_ratio() -> None:
+    image = gray_ramp(2, 6)
+    out = prepare(image, PreprocessSpec(2, 3, "squash", "nearest"))
+    np.testing.assert_array_equal(out, image[:, ::2])
+
+
+def test_center_crop_keeps_the_middle() -> None:
+    image = gray_ramp(2, 6)
+    out = prepare(image, PreprocessSpec(2, 2, "center-crop", "nearest"))
+    np.testing.assert_array_equal(out, image[:, 2:4])
+    tall = gray_ramp(6, 2)
+    np.testing.assert_array_equal(
+        prepare(tall, PreprocessSpec(2, 2, "center-crop", "nearest")), tall[2:4, :]
+    )
+
+
+def test_center_crop_then_resize() -> None:
+    image = gray_ramp(4, 8)  # wide: the centre 4x4 is kept, then halved
+    out = prepare(image, PreprocessSpec(2, 2, "center-crop", "nearest"))
+    np.testing.assert_array_equal(out, image[:, 2:6][::2, ::2])
+
+
+def test_letterbox_pads_with_fill() -> None:
+    image = gray_ramp(2, 4)
+    out = prepare(image, PreprocessSpec(4, 4, "letterbox", "nearest", fill=7))
+    assert (out[0] == 7).all() and (out[3] == 7).all()
+    np.testing.assert_array_equal(out[1:3], image)
+
+
+def test_letterbox_downscales_and_centres() -> None:
+    image = np.full((4, 8, 3), 200, np.uint8)
+    out = prepare(image, PreprocessSpec(4, 4, "letterbox", "area"))
+    expected = np.zeros((4, 4, 3), np.uint8)
+    expected[1:3] = 200
+    np.testing.assert_array_equal(out, expected)
+    tall = np.full((8, 2, 3), 50, np.uint8)
+    out = prepare(tall, PreprocessSpec(4, 4, "letterbox", "area"))
+    assert (out[:, :1] == 0).all() and (out[:, 1:2] == 50).all() and (out[:, 2:] == 0).all()
+
+
+def test_geometry_helpers() -> None:
+    assert center_crop_box(480, 640, 224, 224) == (80, 0, 560, 480)
+    assert center_crop_box(640, 480, 224, 224) == (0, 80, 480, 560)
+    assert letterbox_box(480, 640, 224, 224) == (0, 28, 224, 196)
+    assert letterbox_box(100, 100, 50, 100) == (25, 0, 75, 50)
+
+
+def test_roi_crop_before_resize() -> None:
+    image = gray_ramp(4, 4)
+    spec = PreprocessSpec(2, 2, "squash", "nearest", roi=Roi(0.5, 0.5, 0.5, 0.5))
+    np.testing.assert_array_equal(prepare(image, spec), image[2:, 2:])
+    assert Roi.parse("0.25,0,0.5,1").box(4, 4) == (1, 0, 3, 4)
+
+
+@pytest.mark.parametrize("text", ["1,2,3", "a,b,c,d", "0.5,0.5,0.6,0.1", "0,0,0,1", "-0.1,0,1,1"])
+def test_bad_roi(text: str) -> None:
+    with pytest.raises(PreprocessError):
+        Roi.parse(text)
+
+
+def test_channel_order_rgb_and_bgr() -> None:
+    red = np.zeros((2, 2, 3), np.uint8)
+    red[..., 0] = 255
+    rgb = prepare(red, PreprocessSpec(2, 2))
+    assert rgb[0, 0].tolist() == [255, 0, 0]
+    bgr = prepare(red, PreprocessSpec(2, 2, channel_order="BGR"))
+    assert bgr[0, 0].tolist() == [0, 0, 255]
+
+
+def test_decoding_gives_rgb(tmp_path: Path) -> None:
+    # A file with a red left half and a blue right half, as any camera or editor writes it.
+    rgb = np.zeros((4, 4, 3), np.uint8)
+    rgb[:, :2] = (255, 0, 0)
+    rgb[:, 2:] = (0, 0, 255)
+    path = tmp_path / "redblue.png"
+    assert cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    np.testing.assert_array_equal(read_image(path), rgb)
+    np.testing.assert_array_equal(decode_image(path.read_bytes()), rgb)
+    np.testing.assert_array_equal(prepare_file(path, PreprocessSpec(4, 4)), rgb)
+
+
+def test_decoding_gray_and_alpha(tmp_path: Path) -> None:
+    gray = np.full((3, 3), 77, np.uint8)
+    cv2.imwrite(str(tmp_path / "g.png"), gray)
+    assert read_image(tmp_path / "g.png")[1, 1].tolist() == [77, 77, 77]
+    bgra = np.zeros((3, 3, 4), np.uint8)
+    bgra[..., 2] = 255  # red in BGRA order
+    bgra[..., 3] = 255
+    cv2.imwrite(str(tmp_path / "a.png"), bgra)
+    assert read_image(tmp_path / "a.png")[0, 0].tolist() == [255, 0, 0]
+
+
+def test_decode_errors(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(PreprocessError, match="notes.txt: not a readable image"):
+        read_image(tmp_path / "notes.txt")
+    with pytest.raises(PreprocessError, match="cannot read image"):
+        read_image(tmp_path / "missing.png")
+    with pytest.raises(PreprocessError, match="empty"):
+        decode_image(b"")
+
+
+@pytest.mark.parametrize("mode", ["squash", "center-crop", "letterbox"])
+@pytest.mark.parametrize("interpolation", ["nearest", "linear", "area", "cubic", "lanczos"])
+def test_float_path_equals_uint8_cast(mode: str, interpolation: str) -> None:
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    spec = PreprocessSpec(16, 24, mode, interpolation)  # type: ignore[arg-type]
+    as_uint8 = prepare(image, spec)
+    as_float = prepare_float(image, spec)
+    assert as_float.dtype == np.float32
+    np.testing.assert_array_equal(as_float, as_uint8.astype(np.float32))
+    out = np.empty(spec.shape, np.float32)
+    scratch = np.empty(spec.shape, np.uint8)
+    assert prepare_float(image, spec, out=out, scratch=scratch) is out
+    np.testing.assert_array_equal(out, as_float)
+
+
+@pytest.mark.parametrize("mode", ["squash", "center-crop", "letterbox"])
+def test_writes_into_preallocated_buffer(mode: str) -> None:
+    image = np.random.default_rng(1).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    spec = PreprocessSpec(8, 8, mode)  # type: ignore[arg-type]
+    out = np.empty(spec.shape, np.uint8)
+    result = prepare(image, spec, out=out)
+    assert result is out
+    np.testing.assert_array_equal(out, prepare(image, spec))
+    with pytest.raises(PreprocessError, match="output buffer"):
+        prepare(image, spec, out=np.empty((8, 8, 3), np.float32))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.zeros((4, 4), np.uint8),
+        np.zeros((4, 4, 4), np.uint8),
+        np.zeros((4, 4, 3), np.float32),
+        np.zeros((0, 4, 3), np.uint8),
+    ],
+)
+def test_rejects_bad_frames(bad: np.ndarray) -> None:
+    with pytest.raises(PreprocessError):
+        prepare(bad, PreprocessSpec(2, 2))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"height": 0, "width": 2},
+        {"height": 2, "width": 2, "resize": "stretch"},
+        {"height": 2, "width": 2, "interpolation": "bilinear"},
+        {"height": 2, "width": 2, "fill": 300},
+        {"height": 2, "width": 2, "channel_order": "RBG"},
+    ],
+)
+def test_rejects_bad_specs(kwargs: dict) -> None:
+    with pytest.raises(PreprocessError):
+        PreprocessSpec(**kwargs)
+
+
+def test_quantize_pixels() -> None:
+    pixels = np.array([0, 1, 127, 128, 200, 255], np.uint8)
+    np.testing.assert_array_equal(quantize_pixels(pixels, np.uint8, 1.0, 0), pixels)
+    np.testing.assert_array_equal(
+        quantize_pixels(pixels, np.int8, 1.0, -128), [-128, -127, -1, 0, 72, 127]
+    )
+    np.testing.assert_array_equal(
+        quantize_pixels(pixels, np.uint8, 2.0, 10), [10, 10, 74, 74, 110, 138]
+    )
+    # A scale/zero point that pushes values out of range is clipped, never wrapped.
+    np.testing.assert_array_equal(quantize_pixels(pixels, np.int8, 1.0, 0)[-1], 127)
+    with pytest.raises(PreprocessError):
+        quantize_pixels(pixels, np.float32, 1.0, 0)
+    with pytest.raises(PreprocessError):
+        quantize_pixels(pixels, np.uint8, 0.0, 0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    src=st.tuples(st.integers(1, 40), st.integers(1, 40)),
+    dst=st.tuples(st.integers(1, 24), st.integers(1, 24)),
+    mode=st.sampled_from(["squash", "center-crop", "letterbox"]),
+    interpolation=st.sampled_from(["nearest", "linear", "area", "cubic", "lanczos"]),
+)
+def test_any_size_gives_the_model_shape(
+    src: tuple[int, int], dst: tuple[int, int], mode: str, interpolation: str
+) -> None:
+    image = np.random.default_rng(src[0] * 41 + src[1]).integers(0, 256, (*src, 3), dtype=np.uint8)
+    spec = PreprocessSpec(dst[0], dst[1], mode, interpolation)  # type: ignore[arg-type]
+    out = prepare(image, spec)
+    assert out.shape == (dst[0], dst[1], 3) and out.dtype == np.uint8
+    if image.min() == image.max() and mode != "letterbox":
+        assert (out == image[0, 0]).all()

@@ -1,0 +1,436 @@
+"""The pipeline: source -> preprocess -> backend -> postprocess -> sinks.
+
+This is the only module where the stages meet. Two threads keep the backend busy: a producer reads
+frames and prepares input tensors into a small ring of preallocated buffers, while the consumer (the
+thread that calls :meth:`Pipeline.run`) runs inference, postprocessing and the sinks. Live sources
+capture in their own thread with a latest-frame-wins slot, so a slow model sees fresh frames instead
+of a growing backlog.
+
+The model can be swapped while the pipeline runs (:meth:`Pipeline.swap_model`); frames already
+prepared for the old model finish on it, the next frame uses the new one, and no frame is lost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from edge_runtime.errors import EdgeRuntimeError, PreprocessError
+from edge_runtime.sinks.base import Sink
+from edge_runtime.sources.base import Source
+from edge_runtime.status import RuntimeStatus
+from edge_runtime.types import Frame, Prediction
+
+log = logging.getLogger(__name__)
+
+
+class PipelineModel(Protocol):
+    """What the pipeline needs of a model (edge_runtime.model.LoadedModel provides it)."""
+
+    @property
+    def info(self) -> Mapping[str, Any]: ...
+
+    def new_input(self) -> np.ndarray:
+        """A fresh input buffer of the model's input shape and dtype."""
+        ...
+
+    def prepare(self, image: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Turn an RGB frame into the model input, into ``out`` when given."""
+        ...
+
+    def infer(self, tensor: np.ndarray) -> np.ndarray:
+        """Class probabilities for one prepared input."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class FramePostprocessor(Protocol):
+    """Turns probabilities into a Prediction, keeping smoothing and debounce state across frames."""
+
+    def process(
+        self,
+        probabilities: np.ndarray,
+        *,
+        frame_index: int,
+        timestamp: float,
+        source: str = "",
+        truth: str | None = None,
+        latency_ms: dict[str, float] | None = None,
+    ) -> Prediction: ...
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """How the pipeline runs.
+
+    ``max_frames``: stop after this many results (None: until the source ends or ``stop()``).
+    ``pipelined``: prepare the next frame while the current one is inferred (off = one thread, for
+    comparison). ``queue_depth``: prepared frames waiting for the backend. ``read_timeout``: how
+    long a read from a live source may wait before the loop checks for ``stop()``.
+    """
+
+    max_frames: int | None = None
+    pipelined: bool = True
+    queue_depth: int = 2
+    read_timeout: float = 0.5
+
+
+@dataclass
+class RunSummary:
+    """What one run of the pipeline did."""
+
+    frames: int
+    seconds: float
+    fps: float
+    accuracy: float | None
+    unknown: int
+    skipped: int
+    status: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Work:
+    frame: Frame
+    tensor: np.ndarray
+    generation: int
+    model: PipelineModel
+    free: queue.Queue[np.ndarray]
+    preprocess_ms: float
+    ready_at: float
+
+
+_END = object()
+
+
+class Pipeline:
+    """Runs frames from a source through a model into sinks. See the module docstring."""
+
+    def __init__(
+        self,
+        source: Source,
+        model: PipelineModel,
+        postprocessor: FramePostprocessor,
+        sinks: Sequence[Sink] = (),
+        *,
+        status: RuntimeStatus | None = None,
+        options: PipelineOptions | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.source = source
+        self.sinks = list(sinks)
+        self.status = status or RuntimeStatus(clock=clock)
+        self.options = options or PipelineOptions()
+        self._clock = clock
+        self._stop = threading.Event()
+        self._swap_lock = threading.Lock()
+        self._model = model
+        self._postprocessor = postprocessor
+        self._generation = 0
+        self._pending: tuple[PipelineModel, FramePostprocessor, bool] | None = None
+        self._next_postprocessor: FramePostprocessor | None = None
+        self._retiring: dict[int, tuple[PipelineModel, bool]] = {}
+        self._skipped = 0
+        self._producer_error: BaseException | None = None
+
+    # -- control ---------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the pipeline to finish the frame in hand and return from :meth:`run`."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    @property
+    def model(self) -> PipelineModel:
+        return self._model
+
+    def swap_model(
+        self, model: PipelineModel, postprocessor: FramePostprocessor, *, close_old: bool = True
+    ) -> None:
+        """Serve ``model`` from the next frame on, without stopping the stream.
+
+        Frames already prepared for the old model finish on it; then the old model is closed (unless
+        ``close_old`` is false) and the status reports the new one.
+        """
+        with self._swap_lock:
+            self._pending = (model, postprocessor, close_old)
+
+    def _take_pending(self) -> int:
+        """Adopt a pending model (producer side). Returns the current generation."""
+        with self._swap_lock:
+            if self._pending is not None:
+                model, postprocessor, close_old = self._pending
+                self._pending = None
+                self._retiring[self._generation] = (self._model, close_old)
+                self._model = model
+                self._next_postprocessor = postprocessor
+                self._generation += 1
+            return self._generation
+
+    # -- running ---------------------------------------------------------------------------------
+    def run(self) -> RunSummary:
+        """Open the source and sinks, process frames until the end, ``max_frames`` or ``stop()``.
+
+        Raises:
+            EdgeRuntimeError: the source or a sink could not be opened, or the source failed for
+                good. Per-frame problems (a corrupt frame, a sink that cannot send) are counted and
+                skipped instead.
+        """
+        started = self._clock()
+        self._stop.clear()
+        self.status.set_state("starting")
+        self.status.set_model(self._model.info)
+        self.source.open()
+        opened: list[Sink] = []
+        try:
+            for sink in self.sinks:
+                sink.open(self.status.snapshot)
+                opened.append(sink)
+            self.status.set_source(
+                {"uri": self.source.uri, "live": self.source.live}, self._source_stats
+            )
+            self.status.set_state("running")
+            if self.options.pipelined:
+                self._run_pipelined()
+            else:
+                self._run_sequential()
+            if self._producer_error is not None:
+                raise self._producer_error
+        except BaseException as exc:
+            self.status.set_state("failed", str(exc))
+            raise
+        finally:
+            self._stop.set()
+            for sink in opened:
+                try:
+                    sink.close()
+                except Exception:
+                    log.exception("closing sink %s failed", getattr(sink, "name", sink))
+            self.source.close()
+            self._close_retired(all_of_them=True)
+        if self.status.snapshot()["state"] != "failed":
+            self.status.set_state("stopped")
+        seconds = self._clock() - started
+        snapshot = self.status.snapshot()
+        frames = int(snapshot["frames"])
+        return RunSummary(
+            frames=frames,
+            seconds=seconds,
+            fps=frames / seconds if seconds > 0 else 0.0,
+            accuracy=snapshot["accuracy"],
+            unknown=int(snapshot["unknown"]),
+            skipped=self._skipped,
+            status=snapshot,
+        )
+
+    def _source_stats(self) -> dict[str, Any]:
+        stats = self.source.stats
+        return {
+            "captured": stats.captured,
+            "delivered": stats.delivered,
+            "dropped": stats.dropped,
+            "corrupt": stats.corrupt + self._skipped,
+            "reconnects": stats.reconnects,
+        }
+
+    def _read(self) -> Frame | None | object:
+        """The next frame; ``_END`` when a finite source is exhausted; None to poll again."""
+        frame = self.source.read(timeout=self.options.read_timeout)
+        if frame is None:
+            return None if self.source.live else _END
+        return frame
+
+    def _run_sequential(self) -> None:
+        buffers: dict[int, np.ndarray] = {}
+        while not self._stop.is_set():
+            frame = self._read()
+            if frame is _END:
+                break
+            if frame is None:
+                continue
+            assert isinstance(frame, Frame)
+            generation = self._take_pending()
+            self._adopt_postprocessor(generation)
+            model = self._model
+            if generation not in buffers:
+                buffers = {generation: model.new_input()}
+            start = self._clock()
+            try:
+                tensor = model.prepare(frame.image, out=buffers[generation])
+            except PreprocessError as exc:
+                self._skip(frame, exc)
+                continue
+            ready = self._clock()
+            self._finish(frame, model, tensor, (ready - start) * 1e3, ready)
+
+    def _run_pipelined(self) -> None:
+        work: queue.Queue[object] = queue.Queue(maxsize=max(1, self.options.queue_depth))
+        producer = threading.Thread(
+            target=self._produce, args=(work,), name="edge-preprocess", daemon=True
+        )
+        producer.start()
+        current_generation = 0
+        try:
+            while True:
+                try:
+                    item = work.get(timeout=0.1)
+                except queue.Empty:
+                    if not producer.is_alive():
+                        break
+                    continue
+                if item is _END:
+                    break
+                assert isinstance(item, _Work)
+                if item.generation != current_generation:
+                    current_generation = item.generation
+                    self._adopt_postprocessor(current_generation)
+                try:
+                    self._finish(
+                        item.frame, item.model, item.tensor, item.preprocess_ms, item.ready_at
+                    )
+                finally:
+                    item.free.put(item.tensor)
+                if self._stop.is_set():
+                    break
+        finally:
+            self._stop.set()
+            # Unblock a producer waiting for a free buffer or queue slot, then let it end.
+            while producer.is_alive():
+                try:
+                    while True:
+                        leftover = work.get_nowait()
+                        if isinstance(leftover, _Work):
+                            leftover.free.put(leftover.tensor)
+                except queue.Empty:
+                    pass
+                producer.join(timeout=0.05)
+
+    def _produce(self, work: queue.Queue[object]) -> None:
+        ring_generation = -1
+        free: queue.Queue[np.ndarray] = queue.Queue()
+        try:
+            while not self._stop.is_set():
+                frame = self._read()
+                if frame is _END:
+                    break
+                if frame is None:
+                    continue
+                assert isinstance(frame, Frame)
+                generation = self._take_pending()
+                model = self._model
+                if generation != ring_generation:
+                    # Buffers belong to one model's input shape: a new model gets a new ring.
+                    free = queue.Queue()
+                    for _ in range(self.options.queue_depth + 2):
+                        free.put(model.new_input())
+                    ring_generation = generation
+                buffer = self._wait(free)
+                if buffer is None:
+                    break
+                start = self._clock()
+                try:
+                    tensor = model.prepare(frame.image, out=buffer)
+                except PreprocessError as exc:
+                    free.put(buffer)
+                    self._skip(frame, exc)
+                    continue
+                ready = self._clock()
+                item = _Work(frame, tensor, generation, model, free, (ready - start) * 1e3, ready)
+                if not self._put(work, item):
+                    break
+        except BaseException as exc:  # noqa: BLE001 - handed to run(), which raises it
+            self._producer_error = exc
+        finally:
+            self._put(work, _END, force=True)
+
+    def _wait(self, free: queue.Queue[np.ndarray]) -> np.ndarray | None:
+        while not self._stop.is_set():
+            try:
+                return free.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        return None
+
+    def _put(self, work: queue.Queue[object], item: object, force: bool = False) -> bool:
+        while force or not self._stop.is_set():
+            try:
+                work.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                if force and self._stop.is_set():
+                    return False
+        return False
+
+    def _skip(self, frame: Frame, exc: EdgeRuntimeError) -> None:
+        self._skipped += 1
+        self.status.count_error("corrupt_frame")
+        log.warning("skipped frame %d from %s: %s", frame.index, frame.source or "source", exc)
+
+    def _adopt_postprocessor(self, generation: int) -> None:
+        """Consumer side: the first frame of a new model switches the postprocessor and status."""
+        next_post = self._next_postprocessor
+        if next_post is not None:
+            self._postprocessor = next_post
+            self._next_postprocessor = None
+            self.status.set_model(self._model.info)
+        self._close_retired(below=generation)
+
+    def _close_retired(self, below: int | None = None, all_of_them: bool = False) -> None:
+        for generation in sorted(self._retiring):
+            if all_of_them or (below is not None and generation < below):
+                model, close = self._retiring.pop(generation)
+                if close and model is not self._model:
+                    try:
+                        model.close()
+                    except Exception:
+                        log.exception("closing the previous model failed")
+
+    def _finish(
+        self,
+        frame: Frame,
+        model: PipelineModel,
+        tensor: np.ndarray,
+        preprocess_ms: float,
+        ready_at: float,
+    ) -> None:
+        start = self._clock()
+        probabilities = model.infer(tensor)
+        inferred = self._clock()
+        latency = {
+            "capture_to_start": max(0.0, (ready_at - frame.timestamp) * 1e3 - preprocess_ms),
+            "preprocess": preprocess_ms,
+            "queue": max(0.0, (start - ready_at) * 1e3),
+            "inference": (inferred - start) * 1e3,
+        }
+        prediction = self._postprocessor.process(
+            probabilities,
+            frame_index=frame.index,
+            timestamp=frame.timestamp,
+            source=frame.source,
+            truth=frame.truth,
+            latency_ms=latency,
+        )
+        done = self._clock()
+        latency["postprocess"] = (done - inferred) * 1e3
+        latency["total"] = max(0.0, (done - frame.timestamp) * 1e3)
+        prediction = dataclasses.replace(prediction, latency_ms=latency)
+        for sink in self.sinks:
+            try:
+                sink.emit(prediction, frame)
+            except Exception as exc:  # noqa: BLE001 - one failing sink must not stop the others
+                self.status.count_error(f"sink_{getattr(sink, 'name', 'unknown')}")
+                log.warning("sink %s failed: %s", getattr(sink, "name", sink), exc)
+        self.status.record(prediction)
+        limit = self.options.max_frames
+        if limit is not None and self.status.frames >= limit:
+            self._stop.set()

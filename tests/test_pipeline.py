@@ -1,0 +1,310 @@
+"""The pipeline with stand-in stages: order, limits, skipped frames, overlap, hot model swap."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edge_runtime.errors import PreprocessError, SourceError
+from edge_runtime.pipeline import Pipeline, PipelineOptions
+from edge_runtime.sinks.base import Sink, StatusProvider
+from edge_runtime.sources.base import Source
+from edge_runtime.types import Classification, Frame, Prediction
+
+
+class ListSource(Source):
+    """A finite source of frames whose pixel value encodes the frame number (0 = corrupt)."""
+
+    def __init__(self, values: list[int], truth: str | None = None) -> None:
+        super().__init__()
+        self.uri = "list:"
+        self.values = list(values)
+        self.truth = truth
+        self.position = 0
+        self.opened = self.closed = False
+
+    def open(self) -> None:
+        self.opened = True
+
+    def read(self, timeout: float | None = None) -> Frame | None:
+        if self.position >= len(self.values):
+            return None
+        value = self.values[self.position]
+        image = np.full((4, 4, 3), value, np.uint8)
+        if value == 0:
+            image = np.zeros((4, 4), np.uint8)  # a corrupt frame: not RGB
+        frame = Frame(image, self.position, time.monotonic(), self.uri, self.truth)
+        self.position += 1
+        self.stats.delivered += 1
+        return frame
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class EchoModel:
+    """Probabilities: one-hot on (pixel value mod classes); records prepare/infer intervals."""
+
+    def __init__(self, name: str, classes: int = 4, delay: float = 0.0, offset: int = 0) -> None:
+        self.name = name
+        self.classes = classes
+        self.delay = delay
+        self.offset = offset
+        self.closed = False
+        self.prepare_intervals: list[tuple[float, float]] = []
+        self.infer_intervals: list[tuple[float, float]] = []
+        self.buffers_made = 0
+
+    @property
+    def info(self) -> Mapping[str, Any]:
+        return {"name": self.name}
+
+    def new_input(self) -> np.ndarray:
+        self.buffers_made += 1
+        return np.zeros((1,), np.int64)
+
+    def prepare(self, image: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        start = time.monotonic()
+        if image.ndim != 3:
+            raise PreprocessError("frames must be RGB")
+        time.sleep(self.delay)
+        assert out is not None
+        out[0] = int(image[0, 0, 0])
+        self.prepare_intervals.append((start, time.monotonic()))
+        return out
+
+    def infer(self, tensor: np.ndarray) -> np.ndarray:
+        start = time.monotonic()
+        time.sleep(self.delay * 1.5)
+        probabilities = np.zeros(self.classes, np.float32)
+        probabilities[(int(tensor[0]) + self.offset) % self.classes] = 1.0
+        self.infer_intervals.append((start, time.monotonic()))
+        return probabilities
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class TopOne:
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = prefix
+
+    def process(
+        self,
+        probabilities: np.ndarray,
+        *,
+        frame_index: int,
+        timestamp: float,
+        source: str = "",
+        truth: str | None = None,
+        latency_ms: dict[str, float] | None = None,
+    ) -> Prediction:
+        index = int(np.argmax(probabilities))
+        label = f"{self.prefix}{index}"
+        return Prediction(
+            frame_index,
+            timestamp,
+            label,
+            float(probabilities[index]),
+            (Classification(index, label, float(probabilities[index])),),
+            source,
+            truth,
+            latency_ms=dict(latency_ms or {}),
+        )
+
+
+class ListSink(Sink):
+    name = "list"
+
+    def __init__(self, fail_on: int | None = None) -> None:
+        self.predictions: list[Prediction] = []
+        self.fail_on = fail_on
+        self.opened = self.closed = False
+        self.status: StatusProvider | None = None
+
+    def open(self, status: StatusProvider | None = None) -> None:
+        self.opened = True
+        self.status = status
+
+    def emit(self, prediction: Prediction, frame: Frame | None = None) -> None:
+        if prediction.frame_index == self.fail_on:
+            raise ConnectionError("broker unreachable")
+        self.predictions.append(prediction)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize("pipelined", [True, False])
+def test_every_frame_in_order(pipelined: bool) -> None:
+    source = ListSource([1, 2, 3, 4, 5, 6, 7], truth="1")
+    sink = ListSink()
+    pipeline = Pipeline(
+        source, EchoModel("m"), TopOne(), [sink], options=PipelineOptions(pipelined=pipelined)
+    )
+    summary = pipeline.run()
+    assert [p.frame_index for p in sink.predictions] == list(range(7))
+    assert [p.label for p in sink.predictions] == ["1", "2", "3", "0", "1", "2", "3"]
+    assert summary.frames == 7
+    assert summary.accuracy == pytest.approx(2 / 7)
+    assert source.opened and source.closed and sink.opened and sink.closed
+    assert pipeline.status.snapshot()["state"] == "stopped"
+    stages = set(sink.predictions[-1].latency_ms)
+    assert {"preprocess", "inference", "postprocess", "total"} <= stages
+
+
+@pytest.mark.parametrize("pipelined", [True, False])
+def test_max_frames(pipelined: bool) -> None:
+    sink = ListSink()
+    options = PipelineOptions(max_frames=3, pipelined=pipelined)
+    summary = Pipeline(
+        ListSource(list(range(1, 50))), EchoModel("m"), TopOne(), [sink], options=options
+    ).run()
+    assert summary.frames == 3
+    assert [p.frame_index for p in sink.predictions] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("pipelined", [True, False])
+def test_corrupt_frame_is_skipped_and_counted(pipelined: bool) -> None:
+    sink = ListSink()
+    pipeline = Pipeline(
+        ListSource([1, 0, 2]),
+        EchoModel("m"),
+        TopOne(),
+        [sink],
+        options=PipelineOptions(pipelined=pipelined),
+    )
+    summary = pipeline.run()
+    assert [p.frame_index for p in sink.predictions] == [0, 2]
+    assert summary.skipped == 1
+    snapshot = pipeline.status.snapshot()
+    assert snapshot["errors"] == {"corrupt_frame": 1}
+    assert snapshot["source"]["corrupt"] == 1
+
+
+def test_failing_sink_does_not_stop_the_others() -> None:
+    broken, healthy = ListSink(fail_on=1), ListSink()
+    pipeline = Pipeline(ListSource([1, 2, 3]), EchoModel("m"), TopOne(), [broken, healthy])
+    pipeline.run()
+    assert [p.frame_index for p in healthy.predictions] == [0, 1, 2]
+    assert [p.frame_index for p in broken.predictions] == [0, 2]
+    assert pipeline.status.snapshot()["errors"] == {"sink_list": 1}
+
+
+def test_status_reaches_the_sinks() -> None:
+    sink = ListSink()
+    Pipeline(ListSource([1, 2]), EchoModel("first"), TopOne(), [sink]).run()
+    assert sink.status is not None
+    snapshot = sink.status()
+    assert snapshot["model"] == {"name": "first"} and snapshot["frames"] == 2
+
+
+def test_preprocessing_overlaps_inference() -> None:
+    model = EchoModel("slow", delay=0.02)
+    Pipeline(ListSource(list(range(1, 9))), model, TopOne(), [ListSink()]).run()
+    overlaps = sum(
+        1
+        for p0, p1 in model.prepare_intervals
+        for i0, i1 in model.infer_intervals
+        if p0 < i1 and i0 < p1
+    )
+    assert overlaps >= 3, "the next frame is prepared while the backend runs"
+    # Buffers are reused: a small ring, not one per frame.
+    assert model.buffers_made <= PipelineOptions().queue_depth + 2
+
+
+def test_sequential_mode_never_overlaps() -> None:
+    model = EchoModel("slow", delay=0.01)
+    Pipeline(
+        ListSource(list(range(1, 6))),
+        model,
+        TopOne(),
+        [ListSink()],
+        options=PipelineOptions(pipelined=False),
+    ).run()
+    for p0, p1 in model.prepare_intervals:
+        for i0, i1 in model.infer_intervals:
+            assert not (p0 < i1 and i0 < p1)
+
+
+class GatedSource(ListSource):
+    """Waits at one frame until the test has swapped the model."""
+
+    def __init__(self, values: list[int], gate_at: int, gate: threading.Event) -> None:
+        super().__init__(values)
+        self.gate_at = gate_at
+        self.gate = gate
+        self.reached = threading.Event()
+
+    def read(self, timeout: float | None = None) -> Frame | None:
+        if self.position == self.gate_at:
+            self.reached.set()
+            assert self.gate.wait(5)
+        return super().read(timeout)
+
+
+@pytest.mark.parametrize("pipelined", [True, False])
+def test_hot_swap_loses_no_frame(pipelined: bool) -> None:
+    gate = threading.Event()
+    source = GatedSource(list(range(1, 11)), gate_at=5, gate=gate)
+    old, new = EchoModel("old"), EchoModel("new", offset=1)
+    sink = ListSink()
+    pipeline = Pipeline(
+        source, old, TopOne("old-"), [sink], options=PipelineOptions(pipelined=pipelined)
+    )
+    runner = threading.Thread(target=pipeline.run)
+    runner.start()
+    assert source.reached.wait(5)
+    pipeline.swap_model(new, TopOne("new-"))
+    gate.set()
+    runner.join(10)
+    assert not runner.is_alive()
+    assert [p.frame_index for p in sink.predictions] == list(range(10))
+    labels = [p.label for p in sink.predictions]
+    assert all(label.startswith("old-") for label in labels[:5])
+    assert all(label.startswith("new-") for label in labels[5:])
+    assert labels[5] == "new-3"  # frame value 6, offset 1: (6 + 1) % 4
+    assert old.closed and not new.closed
+    assert pipeline.status.snapshot()["model"] == {"name": "new"}
+
+
+class BrokenSource(ListSource):
+    def read(self, timeout: float | None = None) -> Frame | None:
+        if self.position == 2:
+            raise SourceError("camera:0 disappeared and did not come back within 30 s")
+        return super().read(timeout)
+
+
+@pytest.mark.parametrize("pipelined", [True, False])
+def test_source_failure_is_raised_and_reported(pipelined: bool) -> None:
+    sink = ListSink()
+    pipeline = Pipeline(
+        BrokenSource([1, 2, 3, 4]),
+        EchoModel("m"),
+        TopOne(),
+        [sink],
+        options=PipelineOptions(pipelined=pipelined),
+    )
+    with pytest.raises(SourceError, match="disappeared"):
+        pipeline.run()
+    assert len(sink.predictions) == 2 and sink.closed
+    assert pipeline.status.snapshot()["state"] == "failed"
+
+
+def test_stop_from_another_thread() -> None:
+    class Endless(ListSource):
+        def read(self, timeout: float | None = None) -> Frame | None:
+            self.values.append(1)
+            return super().read(timeout)
+
+    sink = ListSink()
+    pipeline = Pipeline(Endless([1]), EchoModel("m", delay=0.002), TopOne(), [sink])
+    timer = threading.Timer(0.2, pipeline.stop)
+    timer.start()
+    summary = pipeline.run()
+    assert summary.frames > 0 and pipeline.stopping

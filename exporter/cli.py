@@ -19,7 +19,12 @@ from edge_runtime import __version__
 from edge_runtime.errors import EdgeRuntimeError
 from exporter.errors import ExporterError
 
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "exporter.commands.dataset",
+    "exporter.commands.train",
+    "exporter.commands.export",
+    "exporter.commands.verify",
+)
 
 EPILOG = """\
 examples:

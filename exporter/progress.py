@@ -1,0 +1,48 @@
+"""Progress of long exporter stages: stage lines and tqdm bars on stderr; --quiet silences it.
+
+Results go to stdout; everything here goes to stderr so ``--json`` output stays clean.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import IO, Any
+
+
+class Progress:
+    """Prints stage lines and makes progress bars; does nothing when ``quiet``."""
+
+    def __init__(self, quiet: bool = False, stream: IO[str] | None = None) -> None:
+        self.quiet = quiet
+        self.stream = stream
+
+    def _out(self) -> IO[str]:
+        # Looked up late so pytest's capsys and redirected stderr see the output.
+        return self.stream if self.stream is not None else sys.stderr
+
+    def stage(self, message: str) -> None:
+        """Announce a stage of the work (one line)."""
+        if not self.quiet:
+            print(f"==> {message}", file=self._out(), flush=True)
+
+    def note(self, message: str) -> None:
+        """A detail line under the current stage."""
+        if not self.quiet:
+            print(f"    {message}", file=self._out(), flush=True)
+
+    def bar(self, total: int, desc: str, unit: str = "img") -> Any:
+        """A tqdm progress bar (disabled when quiet); use as a context manager, call ``update``."""
+        from tqdm import tqdm
+
+        return tqdm(
+            total=total,
+            desc=desc,
+            unit=unit,
+            disable=self.quiet,
+            file=self._out(),
+            leave=False,
+            dynamic_ncols=True,
+        )
+
+
+QUIET = Progress(quiet=True)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import abc
+import dataclasses
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from edge_runtime.types import Frame
 
@@ -32,6 +34,9 @@ class Source(abc.ABC):
     ``live`` sources (cameras, network streams) capture in their own thread into a one-slot
     latest-frame-wins buffer, so a slow consumer always gets the newest frame; file sources deliver
     every frame in order and ``read`` returns None at the end.
+
+    Sources are returned unopened by ``open_source``; ``open()`` (or ``with source:``, or the first
+    ``read()``) opens them.
     """
 
     uri: str = ""
@@ -55,6 +60,28 @@ class Source(abc.ABC):
 
     def close(self) -> None:
         """Stop capturing and release the device. Safe to call twice."""
+
+    @property
+    def ended(self) -> bool:
+        """True once the stream is over for good: a finite source delivered its last frame, or the
+        source was closed. A live source's ``read`` also returns None on a timeout; this tells the
+        two apart."""
+        return False
+
+    def describe(self) -> dict[str, Any]:
+        """What this source is, for /status: its URI (no credentials), kind and liveness."""
+        return {"uri": self.uri, "live": self.live, "kind": type(self).__name__}
+
+    def stats_snapshot(self) -> dict[str, int]:
+        """A consistent copy of the counters (safe to call from any thread)."""
+        with self._lock:
+            return dataclasses.asdict(self.stats)
+
+    def _count(self, **increments: int) -> None:
+        """Add to counters under the lock; capture threads and readers both count."""
+        with self._lock:
+            for name, value in increments.items():
+                setattr(self.stats, name, getattr(self.stats, name) + value)
 
     def __iter__(self) -> Iterator[Frame]:
         while True:

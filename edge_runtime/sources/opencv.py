@@ -1,0 +1,186 @@
+"""Cameras through OpenCV's VideoCapture: ``camera:0``, ``v4l2:///dev/video0``.
+
+``OpenCVCaptureSource`` is also the base of the network-stream and GStreamer sources: they differ
+only in what they hand to ``cv2.VideoCapture``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+
+from edge_runtime.errors import ConfigError, SourceError
+from edge_runtime.imageio import to_rgb
+from edge_runtime.sources.live import Captured, LiveSource
+
+log = logging.getLogger(__name__)
+
+
+class VideoCaptureLike(Protocol):
+    """The part of ``cv2.VideoCapture`` the sources use (tests pass a fake)."""
+
+    def isOpened(self) -> bool: ...
+
+    def read(self) -> tuple[bool, np.ndarray | None]: ...
+
+    def set(self, prop: int, value: float) -> bool: ...
+
+    def get(self, prop: int) -> float: ...
+
+    def release(self) -> None: ...
+
+
+CaptureFactory = Callable[..., VideoCaptureLike]
+
+
+def parse_camera_uri(uri: str) -> tuple[int | str, int]:
+    """``camera:0`` -> (0, CAP_ANY); ``v4l2:///dev/video2`` -> ('/dev/video2', CAP_V4L2);
+    ``v4l2:1`` -> (1, CAP_V4L2); ``camera:/dev/video0`` -> ('/dev/video0', CAP_ANY).
+
+    Raises:
+        ConfigError: the URI names no camera.
+    """
+    scheme, _, rest = uri.partition(":")
+    api = cv2.CAP_V4L2 if scheme == "v4l2" else cv2.CAP_ANY
+    rest = rest.split("?", 1)[0]
+    if rest.startswith("//"):
+        rest = rest[2:]
+    if rest.isdigit():
+        return int(rest), api
+    if rest.startswith("/"):
+        return rest, api
+    raise ConfigError(
+        f"cannot tell which camera '{uri}' means: use camera:N (N = 0, 1, ...) "
+        "or v4l2:///dev/videoN"
+    )
+
+
+def fourcc_code(fourcc: str) -> int:
+    """The integer OpenCV uses for a four-character code such as ``MJPG`` or ``YUYV``.
+
+    Raises:
+        ConfigError: the code is not four characters.
+    """
+    if len(fourcc) != 4:
+        raise ConfigError(f"fourcc must be four characters such as MJPG or YUYV, got '{fourcc}'")
+    return int(cv2.VideoWriter.fourcc(*fourcc.upper()))
+
+
+class OpenCVCaptureSource(LiveSource):
+    """A live source read through ``cv2.VideoCapture``; subclasses say what to open.
+
+    Options: ``capture_factory`` (default ``cv2.VideoCapture``; tests pass a fake) and every
+    ``LiveSource`` option (reconnect back-off, clock, sleep).
+    """
+
+    def __init__(
+        self, uri: str, *, capture_factory: CaptureFactory | None = None, **live: Any
+    ) -> None:
+        super().__init__(uri, **live)
+        self._factory: CaptureFactory = capture_factory or cv2.VideoCapture
+        self._cap: VideoCaptureLike | None = None
+
+    # What to open: (target, api preference, open parameters) and why it could fail.
+    def _open_args(self) -> tuple[int | str, int, Sequence[int]]:
+        raise NotImplementedError
+
+    def _unreachable(self) -> str:
+        return f"cannot open {self.uri}"
+
+    def _configure(self, cap: VideoCaptureLike) -> None:
+        """Apply capture properties after opening."""
+
+    def _connect(self) -> None:
+        target, api, params = self._open_args()
+        try:
+            cap = self._factory(target, api, list(params)) if params else self._factory(target, api)
+        except cv2.error as exc:
+            raise SourceError(f"{self._unreachable()} ({exc})") from exc
+        if not cap.isOpened():
+            cap.release()
+            raise SourceError(self._unreachable())
+        self._configure(cap)
+        self._cap = cap
+
+    def _capture(self) -> Captured | None:
+        cap = self._cap
+        if cap is None:
+            return None
+        ok, image = cap.read()
+        timestamp = time.monotonic()
+        if not ok or image is None or image.size == 0:
+            return None
+        return Captured(to_rgb(image), timestamp=timestamp)
+
+    def _disconnect(self) -> None:
+        cap, self._cap = self._cap, None
+        if cap is not None:
+            try:
+                cap.release()
+            except Exception as exc:  # noqa: BLE001 - releasing a lost device may fail; it is gone
+                log.debug("%s: release failed: %s", self.uri, exc)
+
+
+class OpenCVCameraSource(OpenCVCaptureSource):
+    """A USB/V4L2 camera: ``camera:0`` or ``v4l2:///dev/video0``.
+
+    Options: ``width``, ``height``, ``fps`` (requested from the driver; cameras round them to a
+    mode they support), ``fourcc`` (``MJPG`` lets most USB cameras deliver full frame rates at
+    higher resolutions), ``buffer_size`` (driver queue length; 1 keeps latency low), plus the
+    ``OpenCVCaptureSource`` options.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        width: int | None = None,
+        height: int | None = None,
+        fps: float | None = None,
+        fourcc: str | None = None,
+        buffer_size: int | None = 1,
+        **options: Any,
+    ) -> None:
+        super().__init__(uri.split("?", 1)[0], **options)
+        self.device, self.api = parse_camera_uri(uri)
+        self.width, self.height, self.fps = width, height, fps
+        self.fourcc = fourcc_code(fourcc) if fourcc else None
+        self.buffer_size = buffer_size
+        self._granted: dict[str, Any] = {}
+
+    def _open_args(self) -> tuple[int | str, int, Sequence[int]]:
+        return self.device, self.api, ()
+
+    def _unreachable(self) -> str:
+        return (
+            f"cannot open camera {self.uri}: no such device, no permission, or another program "
+            "uses it (list cameras with `v4l2-ctl --list-devices`)"
+        )
+
+    def _configure(self, cap: VideoCaptureLike) -> None:
+        # V4L2 applies the pixel format first: some cameras offer large sizes only in MJPG.
+        if self.fourcc is not None:
+            cap.set(cv2.CAP_PROP_FOURCC, self.fourcc)
+        if self.width:
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
+        if self.height:
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
+        if self.fps:
+            cap.set(cv2.CAP_PROP_FPS, self.fps)
+        if self.buffer_size:
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, self.buffer_size)
+        # What the driver granted, read once here: querying a capture from another thread while
+        # the capture thread reads it is not safe with every backend.
+        self._granted = {
+            "width": int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+            "height": int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+            "fps": float(cap.get(cv2.CAP_PROP_FPS)),
+        }
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), **self._granted}

@@ -1,0 +1,124 @@
+"""Video files through OpenCV: every frame in order, None at the end."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+
+from edge_runtime.errors import SourceError
+from edge_runtime.imageio import to_rgb
+from edge_runtime.sources.base import Source
+from edge_runtime.types import Frame
+
+#: suffixes ``open_source`` treats as video files
+VIDEO_SUFFIXES = frozenset(
+    {".mp4", ".m4v", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".ts", ".wmv", ".flv"}
+    | {".mjpeg", ".mjpg", ".h264", ".h265", ".3gp", ".ogv"}
+)
+
+
+def is_video_path(path: str | Path) -> bool:
+    """True when the file name ends in a video suffix."""
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+class VideoFileSource(Source):
+    """Every frame of a video file, in order.
+
+    ``Frame.timestamp`` is when the frame was decoded (``time.monotonic()``);
+    ``meta['position_ms']`` is its position in the video. Options: ``loop`` (start over at the end),
+    ``capture_factory`` (replaces ``cv2.VideoCapture``).
+    """
+
+    def __init__(self, uri: str, *, loop: bool = False, capture_factory: Any = None) -> None:
+        super().__init__()
+        self.uri = uri
+        self.loop = loop
+        self._factory = capture_factory or cv2.VideoCapture
+        self._cap: Any = None
+        self._index = 0
+        self._frames_this_pass = 0
+        self._closed = False
+        self._info: dict[str, Any] = {}
+
+    def open(self) -> None:
+        """Open the file.
+
+        Raises:
+            SourceError: the file is missing or OpenCV cannot decode it.
+        """
+        if self._cap is not None:
+            return
+        if self._closed:
+            raise SourceError(f"{self.uri}: the source was closed; open a new one")
+        if not Path(self.uri).is_file():
+            raise SourceError(f"no such video file: {self.uri}")
+        cap = self._factory(self.uri)
+        if not cap.isOpened():
+            cap.release()
+            raise SourceError(
+                f"cannot decode video {self.uri}: unknown container or codec for this OpenCV"
+            )
+        self._cap = cap
+        self._info = {
+            "fps": float(cap.get(cv2.CAP_PROP_FPS)),
+            "frame_count": int(cap.get(cv2.CAP_PROP_FRAME_COUNT)),
+        }
+
+    def read(self, timeout: float | None = None) -> Frame | None:
+        """The next frame; None after the last one (unless ``loop``) or after ``close()``.
+
+        Raises:
+            SourceError: as ``open``; or ``loop`` is set and the video has no frame at all.
+        """
+        if self._cap is None:
+            if self._closed:
+                return None
+            self.open()
+        while True:
+            ok, image = self._cap.read()
+            timestamp = time.monotonic()
+            if ok and image is not None:
+                # After a read, OpenCV reports the position of the frame just decoded.
+                position_ms = float(self._cap.get(cv2.CAP_PROP_POS_MSEC))
+                break
+            if not self.loop:
+                self.close()
+                return None
+            if self._frames_this_pass == 0:
+                raise SourceError(f"video {self.uri} has no frame to loop over")
+            self._restart()
+        self._frames_this_pass += 1
+        frame = Frame(
+            image=to_rgb(image),
+            index=self._index,
+            timestamp=timestamp,
+            source=self.uri,
+            meta={"position_ms": position_ms},
+        )
+        self._index += 1
+        self._count(captured=1, delivered=1)
+        return frame
+
+    @property
+    def ended(self) -> bool:
+        return self._closed
+
+    def _restart(self) -> None:
+        # Seeking to 0 is unreliable with some codecs; reopening always works.
+        self._cap.release()
+        self._cap = None
+        self.open()
+        self._frames_this_pass = 0
+
+    def close(self) -> None:
+        self._closed = True
+        cap, self._cap = self._cap, None
+        if cap is not None:
+            cap.release()
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), **self._info}

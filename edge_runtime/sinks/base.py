@@ -36,3 +36,8 @@ class Sink(abc.ABC):
 
     def close(self) -> None:
         """Flush and stop. Safe to call twice."""
+
+
+def selected(prediction: Prediction, every_frame: bool) -> bool:
+    """Whether a sink that sends label changes (events), or every frame if asked, sends this."""
+    return every_frame or prediction.event

@@ -1,0 +1,125 @@
+"""JSON lines: one ``Prediction.to_dict()`` object per line, to standard output or a file.
+
+A file can rotate by size, like logging's RotatingFileHandler: ``out.jsonl`` is the file being
+written, ``out.jsonl.1`` the one before it, up to ``out.jsonl.<keep>``; older ones are deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from edge_runtime.errors import SinkError
+from edge_runtime.sinks.base import Sink, StatusProvider, selected
+from edge_runtime.types import Frame, Prediction
+
+
+def rotated_name(path: Path, number: int) -> Path:
+    """The name of the ``number``-th older file (``number`` 0 is ``path`` itself)."""
+    return path if number == 0 else path.with_name(f"{path.name}.{number}")
+
+
+def rotation_plan(path: Path, keep: int) -> tuple[Path | None, list[tuple[Path, Path]]]:
+    """What rotating ``path`` does: the file to delete (the oldest, or ``path`` itself when
+    ``keep`` is 0) and the renames (oldest first, so nothing is overwritten)."""
+    if keep <= 0:
+        return path, []
+    renames = [(rotated_name(path, n - 1), rotated_name(path, n)) for n in range(keep, 0, -1)]
+    return rotated_name(path, keep), renames
+
+
+def needs_rotation(current_bytes: int, incoming_bytes: int, max_bytes: int) -> bool:
+    """True when writing ``incoming_bytes`` more would pass ``max_bytes`` (0 = never rotate).
+
+    An empty file never rotates, so a line longer than ``max_bytes`` is still written whole.
+    """
+    return max_bytes > 0 and current_bytes > 0 and current_bytes + incoming_bytes > max_bytes
+
+
+class JsonLinesSink(Sink):
+    """One JSON object per prediction per line.
+
+    Options: ``path`` (None or ``-``: standard output), ``stream`` (write here instead, e.g. for
+    tests), ``max_bytes`` (rotate the file before it grows past this; 0 = never), ``keep``
+    (rotated files kept besides the current one), ``every_frame`` (False: only events).
+
+    Raises (from ``open``):
+        SinkError: the file cannot be opened for appending.
+    """
+
+    name = "jsonl"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        stream: TextIO | None = None,
+        max_bytes: int = 0,
+        keep: int = 5,
+        every_frame: bool = True,
+    ) -> None:
+        if max_bytes < 0 or keep < 0:
+            raise SinkError("max_bytes and keep must not be negative")
+        self.path = None if path is None or os.fspath(path) == "-" else Path(path)
+        self._stream = stream
+        self.max_bytes = max_bytes
+        self.keep = keep
+        self.every_frame = every_frame
+        self._file: TextIO | None = None
+        self._size = 0
+        self.lines = 0
+        self.rotations = 0
+
+    def open(self, status: StatusProvider | None = None) -> None:
+        if self.path is not None and self._file is None:
+            self._file = self._open_file()
+
+    def _open_file(self) -> TextIO:
+        assert self.path is not None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path, "a", encoding="utf-8")  # kept open until close()
+        except OSError as exc:
+            raise SinkError(f"cannot write predictions to {self.path}: {exc.strerror}") from exc
+        self._size = handle.tell()
+        return handle
+
+    def emit(self, prediction: Prediction, frame: Frame | None = None) -> None:
+        if not selected(prediction, self.every_frame):
+            return
+        line = json.dumps(prediction.to_dict(), separators=(",", ":")) + "\n"
+        if self.path is None:
+            stream = self._stream if self._stream is not None else sys.stdout
+            stream.write(line)
+            stream.flush()
+        else:
+            if self._file is None:
+                self.open()
+            encoded = len(line.encode("utf-8"))
+            if needs_rotation(self._size, encoded, self.max_bytes):
+                self._rotate()
+            assert self._file is not None
+            self._file.write(line)
+            self._file.flush()
+            self._size += encoded
+        self.lines += 1
+
+    def _rotate(self) -> None:
+        assert self.path is not None and self._file is not None
+        self._file.close()
+        delete, renames = rotation_plan(self.path, self.keep)
+        if delete is not None:
+            delete.unlink(missing_ok=True)
+        for older, newer in renames:
+            if older.exists():
+                older.replace(newer)
+        self._file = self._open_file()
+        self.rotations += 1
+
+    def close(self) -> None:
+        handle, self._file = self._file, None
+        if handle is not None:
+            handle.close()

@@ -1,0 +1,124 @@
+"""Prometheus metrics of a running pipeline, in a registry of their own.
+
+Counters and latency histograms are updated per prediction; gauges that the status object already
+knows (FPS, accuracy, source counters, model) are read from it at scrape time. A private
+``CollectorRegistry`` keeps two pipelines in one process (tests, hot reload) from colliding in
+prometheus-client's global registry.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator, Mapping
+from types import ModuleType
+from typing import Any
+
+from edge_runtime.sinks.base import StatusProvider
+from edge_runtime.types import UNKNOWN, Prediction
+
+PREFIX = "edge_classify"
+#: seconds; from a fast int8 model on a desktop CPU to a float model on a Pi Zero
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+_SOURCE_COUNTERS = {
+    "captured": "frames the source captured",
+    "dropped": "frames a live source overwrote before they were read (latest frame wins)",
+    "corrupt": "frames or files that could not be decoded and were skipped",
+    "reconnects": "times a live source reopened its device",
+}
+
+
+class _StatusCollector:
+    """Reads the runtime status at scrape time."""
+
+    def __init__(self, core: ModuleType, status: StatusProvider) -> None:
+        self._core = core
+        self._status = status
+
+    def collect(self) -> Iterator[Any]:
+        core = self._core
+        snapshot: Mapping[str, Any] = self._status()
+        running = float(snapshot.get("state") == "running")
+        yield core.GaugeMetricFamily(
+            f"{PREFIX}_running", "1 while the pipeline is running", value=running
+        )
+        yield core.GaugeMetricFamily(
+            f"{PREFIX}_fps", "frames classified per second, recent", value=snapshot.get("fps", 0.0)
+        )
+        yield core.GaugeMetricFamily(
+            f"{PREFIX}_uptime_seconds",
+            "seconds since the pipeline started",
+            value=snapshot.get("uptime_s", 0.0),
+        )
+        if snapshot.get("accuracy") is not None:
+            yield core.GaugeMetricFamily(
+                f"{PREFIX}_accuracy",
+                "share of frames with a known truth classified correctly",
+                value=snapshot["accuracy"],
+            )
+        source = snapshot.get("source") or {}
+        for key, help_text in _SOURCE_COUNTERS.items():
+            if isinstance(source.get(key), (int, float)):
+                yield core.CounterMetricFamily(
+                    f"{PREFIX}_source_{key}", help_text, value=source[key]
+                )
+        errors = core.CounterMetricFamily(
+            f"{PREFIX}_errors", "non-fatal failures by kind", labels=["kind"]
+        )
+        for kind, count in (snapshot.get("errors") or {}).items():
+            errors.add_metric([str(kind)], count)
+        yield errors
+        model = snapshot.get("model") or {}
+        if model:
+            info = {k: str(v) for k, v in model.items() if isinstance(v, (str, int, float))}
+            yield core.InfoMetricFamily(f"{PREFIX}_model", "the model now serving", value=info)
+
+
+class PredictionMetrics:
+    """The metrics of one pipeline; ``observe`` each prediction, ``render`` for /metrics."""
+
+    def __init__(self, client: ModuleType, status: StatusProvider | None = None) -> None:
+        self._client = client
+        self.registry = client.CollectorRegistry()
+        self.frames = client.Counter(
+            f"{PREFIX}_frames", "frames classified", registry=self.registry
+        )
+        self.unknown = client.Counter(
+            f"{PREFIX}_unknown", "frames no class was confident enough for", registry=self.registry
+        )
+        self.predictions = client.Counter(
+            f"{PREFIX}_predictions", "frames by label", ["label"], registry=self.registry
+        )
+        self.events = client.Counter(
+            f"{PREFIX}_events",
+            "label changes announced, by new label",
+            ["label"],
+            registry=self.registry,
+        )
+        self.latency = client.Histogram(
+            f"{PREFIX}_stage_latency_seconds",
+            "time per pipeline stage",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.score = client.Gauge(
+            f"{PREFIX}_last_score", "probability of the latest label", registry=self.registry
+        )
+        if status is not None:
+            core = importlib.import_module(f"{client.__name__}.core")
+            self.registry.register(_StatusCollector(core, status))
+
+    def observe(self, prediction: Prediction) -> None:
+        self.frames.inc()
+        if prediction.label == UNKNOWN:
+            self.unknown.inc()
+        self.predictions.labels(prediction.label).inc()
+        if prediction.event:
+            self.events.labels(prediction.label).inc()
+        self.score.set(prediction.score)
+        for stage, value_ms in prediction.latency_ms.items():
+            self.latency.labels(stage).observe(value_ms / 1000.0)
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text and its content type."""
+        return self._client.generate_latest(self.registry), self._client.CONTENT_TYPE_LATEST

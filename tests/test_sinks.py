@@ -15,7 +15,12 @@ from typing import Any
 
 import pytest
 
-from edge_runtime.errors import ConfigError, SinkError, UnknownComponentError
+from edge_runtime.errors import (
+    ConfigError,
+    MissingDependencyError,
+    SinkError,
+    UnknownComponentError,
+)
 from edge_runtime.sinks import open_sink, selected
 from edge_runtime.sinks.console import PrettySink, format_event, format_summary
 from edge_runtime.sinks.gpio import GateLogic, GpioSink
@@ -55,6 +60,22 @@ def test_open_sink_builds_by_name_and_checks_options(tmp_path: Path) -> None:
         open_sink("webhook")
     with pytest.raises(UnknownComponentError, match="unknown sink 'slack'.*jsonl"):
         open_sink("slack")
+
+
+@pytest.mark.parametrize(
+    ("name", "module", "options", "extra"),
+    [
+        ("mqtt", "paho.mqtt.client", {}, "mqtt"),
+        ("gpio", "gpiozero", {"pin": 17, "label": "counterfeit"}, "rpi"),
+    ],
+)
+def test_missing_optional_package_names_its_extra(
+    monkeypatch: pytest.MonkeyPatch, name: str, module: str, options: dict[str, Any], extra: str
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)
+    sink = open_sink(name, **options)  # building the sink needs nothing optional
+    with pytest.raises(MissingDependencyError, match=rf"edge-classify\[{extra}\]"):
+        sink.open()
 
 
 # -- pretty console ------------------------------------------------------------------------------

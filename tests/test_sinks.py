@@ -91,12 +91,12 @@ def test_event_and_summary_lines_say_what_matters() -> None:
         score=0.9,
         accuracy=0.975,
         frames_with_truth=200,
-        latency_ms={"total": 9.5, "inference": 7.25, "capture": 0.5},
+        latency_ms={"total": 9.5, "queue": 1.0, "inference": 7.25, "capture": 0.5},
         source={"dropped": 4, "corrupt": 0},
     )
     assert "frames 300" in line and "29.9 fps" in line and "now stop 0.90" in line
     assert "accuracy 97.5% of 200" in line
-    assert "ms: capture 0.5 inference 7.2 total 9.5" in line
+    assert "ms: capture 0.5 inference 7.2 queue 1.0 total 9.5" in line
     assert "dropped 4" in line and "corrupt" not in line
 
 

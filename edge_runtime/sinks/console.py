@@ -14,13 +14,14 @@ from typing import Any, TextIO
 from edge_runtime.sinks.base import Sink, StatusProvider
 from edge_runtime.types import Frame, Prediction
 
-#: the order stages are listed in; others follow alphabetically
-STAGE_ORDER = ("capture", "preprocess", "inference", "postprocess", "total")
+#: the order stages are listed in; others follow alphabetically, and ``total`` comes last
+STAGE_ORDER = ("capture", "preprocess", "inference", "postprocess")
 
 
 def _stages(latency_ms: Mapping[str, float]) -> list[str]:
     known = [stage for stage in STAGE_ORDER if stage in latency_ms]
-    return known + sorted(stage for stage in latency_ms if stage not in STAGE_ORDER)
+    others = sorted(s for s in latency_ms if s not in STAGE_ORDER and s != "total")
+    return known + others + (["total"] if "total" in latency_ms else [])
 
 
 def format_event(prediction: Prediction, elapsed_s: float) -> str:

@@ -17,7 +17,10 @@ from edge_runtime import __version__
 from edge_runtime.errors import EdgeRuntimeError
 
 #: subcommand modules, in the order ``--help`` lists them
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "edge_runtime.commands.classify",
+    "edge_runtime.commands.bench",
+)
 
 EPILOG = """\
 examples:

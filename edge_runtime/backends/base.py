@@ -15,10 +15,13 @@ class BackendOptions:
     """How to run a model.
 
     ``threads``: intra-op threads (0 = the backend's default, all cores). ``providers``: ONNX
-    Runtime
-    execution providers in preference order. ``delegates``: paths of TFLite delegate libraries (e.g.
-    ``libedgetpu.so.1``). ``busy_wait``: let ONNX Runtime spin between runs; off when other pipeline
-    threads share few cores.
+    Runtime execution providers in preference order; the ones this install lacks are dropped (and
+    reported by ``describe()``). ``delegates``: paths or names of TFLite delegate libraries (e.g.
+    ``libedgetpu.so.1`` for a Coral Edge TPU). ``busy_wait``: let ONNX Runtime spin between runs;
+    off by default because other pipeline threads share few cores. ``inter_threads``: ONNX Runtime
+    inter-op threads (0 = its default). ``xnnpack``: apply LiteRT's default XNNPACK delegate.
+    ``warmup``: inference runs at load, so the first frame is not the slow one. ``extra``:
+    backend-specific settings, as text.
     """
 
     threads: int = 0
@@ -26,6 +29,9 @@ class BackendOptions:
     delegates: tuple[str, ...] = ()
     busy_wait: bool = False
     extra: dict[str, str] = field(default_factory=dict)
+    inter_threads: int = 0
+    xnnpack: bool = True
+    warmup: int = 1
 
 
 class Backend(abc.ABC):
@@ -43,6 +49,8 @@ class Backend(abc.ABC):
     input: TensorSpec
     #: the score output (batch 1)
     output: TensorSpec
+    #: key/value facts stored in the model file by its format (ONNX ``metadata_props``)
+    model_metadata: dict[str, str] = {}
 
     @abc.abstractmethod
     def run(self, tensor: np.ndarray) -> np.ndarray:
@@ -54,6 +62,11 @@ class Backend(abc.ABC):
         Raises:
             BackendError: the input does not fit or the runtime failed.
         """
+
+    def input_buffer(self) -> np.ndarray | None:
+        """A buffer of the input's shape and dtype that :meth:`run` reads without copying, or
+        None when the backend has none (callers then pass their own array)."""
+        return None
 
     def describe(self) -> dict[str, object]:
         """What is running: backend, accelerator/provider, threads (for /status and bench)."""

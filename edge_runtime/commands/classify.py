@@ -1,0 +1,150 @@
+"""``edge-runtime classify``: the top classes of image files, as a table or JSON lines."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edge_runtime.model import LoadedModel
+
+EXAMPLES = """\
+examples:
+  edge-runtime classify bird.bmp parrot.jpg --model mobilenet_v1_0.25_128_quant.tflite
+  edge-runtime classify photos/*.jpg --model models/traffic-signs --top-k 3 --json
+  edge-runtime classify sign.png --model model.onnx --labels labels.txt --backend onnxruntime
+
+--json prints one object per image:
+  {"image": "bird.bmp", "top": [{"index": 20, "label": "chickadee", "score": 0.51}, ...]}
+Scores are probabilities. An unreadable image is reported on stderr and skipped; the exit code is
+then 1.
+"""
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, *, labels: bool = True) -> None:
+    """The options that choose a model, its backend and its settings (shared with ``bench``)."""
+    parser.add_argument(
+        "--model",
+        "-m",
+        required=True,
+        metavar="M",
+        help="a bundle directory or .tar, a .tflite or an .onnx file",
+    )
+    if labels:
+        parser.add_argument(
+            "--labels",
+            metavar="FILE",
+            help="label file, one name per line (default: the labels the model carries)",
+        )
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        metavar="NAME",
+        help="auto (by file format and device profile), litert or onnxruntime (default: auto)",
+    )
+    parser.add_argument(
+        "--artifact", metavar="FILE", help="which artifact of a bundle, e.g. model_int8.tflite"
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("int8", "fp16", "dynamic", "fp32"),
+        help="run the bundle's artifact of this precision",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="inference threads (default: the device profile's; 0 = all cores)",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="NAME",
+        help="device profile name or .toml file (default: detected, e.g. raspberry-pi-5)",
+    )
+
+
+def load_model_from_args(args: argparse.Namespace, **overrides: Any) -> LoadedModel:
+    """Load the model the shared options describe; ``overrides`` replace load_model arguments.
+
+    Raises:
+        EdgeRuntimeError: anything :func:`edge_runtime.model.load_model` raises.
+    """
+    from devices import profile_for_this_device
+    from edge_runtime.model import load_model, options_from_profile, resolve_profile
+
+    profile = (
+        resolve_profile(args.profile) if args.profile is not None else profile_for_this_device()
+    )
+    kwargs: dict[str, Any] = {
+        "labels": getattr(args, "labels", None),
+        "backend": args.backend,
+        "artifact": args.artifact,
+        "precision": args.precision,
+        "profile": profile,
+        "options": options_from_profile(profile, threads=args.threads),
+    }
+    kwargs.update(overrides)
+    return load_model(args.model, **kwargs)
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "classify",
+        help="classify image files and print their top classes",
+        description="Classify image files with a bundle, a .tflite or an .onnx model.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files to classify")
+    add_model_arguments(parser)
+    parser.add_argument(
+        "--top-k", "-k", type=int, default=5, metavar="K", help="classes per image (default: 5)"
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON object per image")
+    parser.set_defaults(handler=run)
+
+
+def _table(image: str, top: list[Any]) -> str:
+    lines = [image, f"  {'#':>2}  {'index':>5}  {'score':>7}  label"]
+    for rank, item in enumerate(top, start=1):
+        lines.append(f"  {rank:>2}  {item.index:>5}  {item.score:>7.4f}  {item.label}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Classify every image; 1 when any could not be read, else 0.
+
+    Raises:
+        EdgeRuntimeError: the model cannot be loaded or run, or a bad option.
+    """
+    from edge_runtime.errors import ConfigError, PreprocessError
+    from edge_runtime.imageio import read_image
+
+    if args.top_k < 1:
+        raise ConfigError(f"--top-k must be at least 1, got {args.top_k}")
+    failures = 0
+    with load_model_from_args(args) as model:
+        for number, path in enumerate(args.images):
+            try:
+                image = read_image(path)
+            except PreprocessError as exc:
+                print(f"edge-runtime: error: {exc}", file=sys.stderr, flush=True)
+                failures += 1
+                continue
+            top = model.classify(image, args.top_k)
+            if args.json:
+                record = {
+                    "image": path,
+                    "top": [
+                        {"index": c.index, "label": c.label, "score": round(c.score, 6)}
+                        for c in top
+                    ],
+                }
+                print(json.dumps(record, ensure_ascii=False), flush=True)
+            else:
+                if number:
+                    print()
+                print(_table(path, top), flush=True)
+    return 1 if failures else 0

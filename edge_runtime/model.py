@@ -1,0 +1,740 @@
+"""A model ready to classify: bundle or bare file, backend, labels, preprocessing, decoding.
+
+This is where a model's stages meet (with :mod:`edge_runtime.pipeline` and the commands): it picks
+an artifact and a backend, learns the labels and the input description, and turns RGB frames into
+the exact input tensor the model takes.
+
+:func:`load_model` accepts
+
+- a **bundle** directory or ``.tar``: the artifact is chosen by the device profile's format and
+  precision preferences, or by the caller (``artifact=`` / ``precision=`` / ``backend=``);
+- a bare **.tflite**: labels from its TFLite metadata (or ``labels=``), input size from its tensor;
+- a bare **.onnx**: labels and input description from its ``metadata_props`` (or ``labels=``).
+
+How pixels enter the model (raw RGB 0..255 after resizing):
+
+- **uint8 / int8 inputs** quantized in the pixel domain (scale about 1: our exports, whose graphs
+  normalize) get ``round(pixel / scale + zero_point)`` (:func:`~edge_runtime.preprocess.
+  quantize_pixels`), so our uint8 models take the frame as it is and int8 ones ``pixel - 128``.
+  Integer inputs quantized in a *normalized* domain (e.g. MobileNet's scale 1/128 around 128) or
+  not quantized at all take the pixels as they are (uint8) or shifted by 128 (int8): such models
+  chose their quantization to absorb the normalization, and this is how the TFLite Task Library,
+  MediaPipe and pycoral feed them.
+- **float inputs** get ``(pixel - mean) / std`` with the normalization of the TFLite metadata,
+  and the pixels as they are otherwise (our models normalize inside the graph).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import tarfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from devices import DeviceProfile, ProfileError, load_profile
+from edge_runtime.backends import (
+    FORMAT_BACKENDS,
+    Backend,
+    BackendOptions,
+    backends_for_format,
+    check_backend_for_format,
+    open_backend,
+)
+from edge_runtime.bundle import Artifact, Bundle, Thresholds, load_bundle
+from edge_runtime.errors import (
+    BundleError,
+    ConfigError,
+    MissingDependencyError,
+    ModelError,
+    PreprocessError,
+)
+from edge_runtime.labels import check_label_count, read_labels
+from edge_runtime.metadata import ModelMetadata, parse_onnx_metadata, read_tflite_metadata
+from edge_runtime.postprocess import PostprocessConfig, Postprocessor, ScoreDecoder, top_k
+from edge_runtime.preprocess import PreprocessSpec, Roi, prepare, prepare_float, quantize_pixels
+from edge_runtime.registry import entry
+from edge_runtime.types import Classification, TensorSpec
+
+log = logging.getLogger(__name__)
+
+MODEL_SUFFIXES = {".tflite": "tflite", ".onnx": "onnx"}
+#: an integer input whose scale is at least this is quantized in the pixel domain (about 1 per
+#: pixel level); normalized inputs have scales like 1/128 or 1/255
+PIXEL_DOMAIN_MIN_SCALE = 0.25
+DEFAULT_FORMATS = ("tflite", "onnx")
+DEFAULT_PRECISIONS = ("int8", "fp16", "dynamic", "fp32")
+
+
+def resolve_profile(profile: DeviceProfile | str | None) -> DeviceProfile | None:
+    """A profile object from a name, a ``.toml`` path, a profile, or None.
+
+    Raises:
+        ConfigError: no such profile, or it is malformed.
+    """
+    if profile is None or isinstance(profile, DeviceProfile):
+        return profile
+    try:
+        return load_profile(profile)
+    except ProfileError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def options_from_profile(
+    profile: DeviceProfile | None, threads: int | None = None, **overrides: Any
+) -> BackendOptions:
+    """Backend options a device profile asks for, with ``threads`` and other fields overridden.
+
+    Raises:
+        ConfigError: a negative thread count.
+    """
+    if threads is not None and threads < 0:
+        raise ConfigError(f"threads must be 0 (all cores) or more, got {threads}")
+    fields: dict[str, Any] = {}
+    if profile is not None:
+        fields.update(
+            threads=profile.threads,
+            providers=tuple(profile.onnx_providers),
+            delegates=tuple(profile.delegates),
+        )
+    if threads is not None:
+        fields["threads"] = threads
+    fields.update(overrides)
+    return BackendOptions(**fields)
+
+
+def pixel_quantization(tensor: TensorSpec) -> tuple[float, int]:
+    """Scale and zero point that express raw pixels in an integer input (see the module doc).
+
+    Raises:
+        ModelError: the input is not uint8 or int8.
+    """
+    dtype = np.dtype(tensor.dtype)
+    if dtype not in (np.dtype(np.uint8), np.dtype(np.int8)):
+        raise ModelError(f"unsupported integer model input type {dtype} (expected uint8 or int8)")
+    if tensor.quantized and tensor.scale >= PIXEL_DOMAIN_MIN_SCALE:
+        return tensor.scale, tensor.zero_point
+    return 1.0, 0 if dtype == np.uint8 else -128
+
+
+class InputWriter:
+    """Turns RGB frames into the model's input tensor, in buffers allocated once.
+
+    Raises (constructor):
+        ModelError: the input type or normalization is not one this runtime can feed.
+    """
+
+    def __init__(
+        self,
+        spec: PreprocessSpec,
+        tensor: TensorSpec,
+        *,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        target: np.ndarray | None = None,
+    ) -> None:
+        self.spec = spec
+        self.tensor = tensor
+        dtype = np.dtype(tensor.dtype)
+        if target is None or target.shape != tensor.shape or target.dtype != dtype:
+            target = np.zeros(tensor.shape, dtype=dtype)
+        self.buffer = target
+        self._nchw = tensor.layout == "NCHW"
+        self._pixels = np.empty(spec.shape, dtype=np.uint8)
+        self._mean: np.ndarray | None = None
+        self._std: np.ndarray | None = None
+        if dtype.kind in "iu":
+            self.scale, self.zero_point = pixel_quantization(tensor)
+            plain = dtype == np.uint8 and self.scale == 1.0 and self.zero_point == 0
+            self.mode = "copy" if plain else "quantize"
+            self._hwc = np.empty(spec.shape, dtype=dtype)
+        elif dtype.kind == "f":
+            self.mode = "float"
+            self.scale, self.zero_point = 0.0, 0
+            self._hwc = np.empty(spec.shape, dtype=np.float32)
+            if mean is not None and std is not None:
+                self._mean, self._std = _channel_values(mean, "mean"), _channel_values(std, "std")
+                if np.any(self._std <= 0):
+                    raise ModelError(f"the model's normalization std must be positive: {std}")
+                if np.all(self._mean == 0) and np.all(self._std == 1):
+                    self._mean = self._std = None
+        else:
+            raise ModelError(f"unsupported model input type {dtype}")
+
+    @property
+    def normalization(self) -> tuple[list[float], list[float]] | None:
+        if self._mean is None or self._std is None:
+            return None
+        return self._mean.tolist(), self._std.tolist()
+
+    def new_buffer(self) -> np.ndarray:
+        """A fresh input tensor of the model's shape and dtype."""
+        return np.zeros(self.tensor.shape, dtype=np.dtype(self.tensor.dtype))
+
+    def write(self, image: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Prepare one RGB uint8 frame into ``out`` (default: the writer's own buffer, reused by
+        the next call) and return it.
+
+        The scratch buffers are the writer's own: one thread prepares frames at a time, while
+        another may run inference on tensors prepared earlier into other ``out`` buffers.
+
+        Raises:
+            PreprocessError: the frame is not an RGB uint8 image, or ``out`` does not fit.
+        """
+        target = self.buffer if out is None else out
+        if target.shape != self.buffer.shape or target.dtype != self.buffer.dtype:
+            raise PreprocessError(
+                f"the input buffer must have shape {self.buffer.shape} and dtype "
+                f"{self.buffer.dtype}, got {target.shape} {target.dtype}"
+            )
+        image_slot = target[0]
+        if self.mode == "copy":
+            if not self._nchw:
+                prepare(image, self.spec, out=image_slot)
+                return target
+            pixels = prepare(image, self.spec, out=self._pixels)
+        elif self.mode == "quantize":
+            prepare(image, self.spec, out=self._pixels)
+            pixels = quantize_pixels(
+                self._pixels, self._hwc.dtype, self.scale, self.zero_point, out=self._hwc
+            )
+        else:
+            pixels = prepare_float(image, self.spec, out=self._hwc, scratch=self._pixels)
+            if self._mean is not None and self._std is not None:
+                pixels -= self._mean
+                pixels /= self._std
+        np.copyto(image_slot, pixels.transpose(2, 0, 1) if self._nchw else pixels, casting="unsafe")
+        return target
+
+
+def _channel_values(values: Sequence[float], what: str) -> np.ndarray:
+    array = np.asarray(list(values), dtype=np.float32)
+    if array.size == 1:
+        return np.repeat(array, 3)
+    if array.size != 3:
+        raise ModelError(f"the model's normalization {what} needs 1 or 3 values, got {array.size}")
+    return array
+
+
+class LoadedModel:
+    """A model loaded into a backend with everything needed to classify RGB frames.
+
+    ``labels`` (output order), ``preprocess_spec``, ``backend``, ``info`` (what /status shows),
+    ``thresholds`` (from the bundle manifest; none for a bare model) and ``metadata`` (what a bare
+    file said about itself). Not thread-safe: one thread uses a model. Close it when done.
+    """
+
+    def __init__(
+        self,
+        *,
+        backend: Backend,
+        labels: Sequence[str],
+        preprocess_spec: PreprocessSpec,
+        info: dict[str, Any],
+        thresholds: Thresholds | None = None,
+        metadata: ModelMetadata | None = None,
+        artifact: Artifact | None = None,
+        bundle: Bundle | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        activation: str = "auto",
+    ) -> None:
+        self.backend = backend
+        self.labels = list(labels)
+        self.preprocess_spec = preprocess_spec
+        self.thresholds = thresholds if thresholds is not None else Thresholds()
+        self.metadata = metadata
+        self.artifact = artifact
+        self._bundle = bundle
+        self._writer = InputWriter(
+            preprocess_spec, backend.input, mean=mean, std=std, target=backend.input_buffer()
+        )
+        self._decoder = ScoreDecoder(
+            len(self.labels),
+            scale=backend.output.scale,
+            zero_point=backend.output.zero_point,
+            activation=activation,
+        )
+        self.info = dict(info)
+        self.info["input"] = {
+            "shape": list(backend.input.shape),
+            "dtype": backend.input.dtype,
+            "layout": backend.input.layout,
+            "feed": self._writer.mode,
+            "resize": preprocess_spec.resize,
+            "interpolation": preprocess_spec.interpolation,
+        }
+
+    @property
+    def input(self) -> TensorSpec:
+        return self.backend.input
+
+    @property
+    def output(self) -> TensorSpec:
+        return self.backend.output
+
+    def new_input(self) -> np.ndarray:
+        """A fresh input tensor (zeros) of the model's shape and dtype, for :meth:`prepare`."""
+        return self._writer.new_buffer()
+
+    def prepare(self, image_rgb: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """The input tensor for one RGB uint8 frame, written into ``out`` when given (see
+        :meth:`new_input`), else into a buffer reused by the next call.
+
+        Safe to call from one thread while another runs :meth:`infer` on tensors prepared
+        into other buffers.
+
+        Raises:
+            PreprocessError: the frame is not an RGB uint8 image, or ``out`` does not fit.
+        """
+        return self._writer.write(image_rgb, out)
+
+    def run(self, tensor: np.ndarray) -> np.ndarray:
+        """The raw output row for a prepared tensor (reused buffer; see :meth:`Backend.run`).
+
+        Raises:
+            BackendError: the inference failed.
+        """
+        return self.backend.run(tensor)
+
+    def decode(self, row: np.ndarray) -> np.ndarray:
+        """Probabilities of a raw output row: dequantized, softmax when needed (reused buffer)."""
+        return self._decoder(row)
+
+    def infer(self, tensor: np.ndarray) -> np.ndarray:
+        """Probabilities (float32, one per label) for a prepared tensor; a new array.
+
+        Raises:
+            BackendError: the inference failed.
+        """
+        return self._decoder(self.backend.run(tensor)).copy()
+
+    def classify(self, image_rgb: np.ndarray, top_k: int = 5) -> list[Classification]:
+        """The ``top_k`` most probable classes of one RGB frame, best first (ties: lower index).
+
+        No thresholds or smoothing: see :meth:`postprocessor` for those.
+
+        Raises:
+            PreprocessError: the frame is not an RGB uint8 image.
+            BackendError: the inference failed.
+        """
+        probabilities = self._decoder(self.backend.run(self.prepare(image_rgb)))
+        return [
+            Classification(int(i), self.labels[i], float(probabilities[i]))
+            for i in _top_indices(probabilities, top_k)
+        ]
+
+    def default_postprocess_config(self, **overrides: Any) -> PostprocessConfig:
+        """Postprocessing settings with the bundle's thresholds, changed by ``overrides``.
+
+        Raises:
+            ConfigError: an invalid setting.
+        """
+        fields: dict[str, Any] = {
+            "threshold": self.thresholds.default,
+            "per_class_thresholds": dict(self.thresholds.per_class),
+        }
+        fields.update(overrides)
+        return PostprocessConfig(**fields)
+
+    def postprocessor(self, config: PostprocessConfig | None = None) -> Postprocessor:
+        """A stateful postprocessor for the probabilities :meth:`infer` returns (bundle
+        thresholds by default).
+
+        Its activation is ``none``: :meth:`infer` has already applied the model's (chosen with
+        ``load_model(activation=...)``).
+
+        Raises:
+            ConfigError: the settings name classes this model does not have.
+        """
+        chosen = config or self.default_postprocess_config()
+        return Postprocessor(self.labels, dataclasses.replace(chosen, activation="none"))
+
+    def close(self) -> None:
+        """Free the backend and the unpacked copy of a ``.tar`` bundle. Safe to call twice."""
+        self.backend.close()
+        if self._bundle is not None:
+            self._bundle.close()
+            self._bundle = None
+
+    def __enter__(self) -> LoadedModel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _top_indices(probabilities: np.ndarray, k: int) -> np.ndarray:
+    return top_k(probabilities, max(1, int(k)))
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def _is_bundle(path: Path) -> bool:
+    if path.is_dir():
+        return True
+    if path.suffix.lower() in MODEL_SUFFIXES:
+        return False
+    try:
+        with tarfile.open(path, "r:"):
+            return True
+    except (tarfile.TarError, OSError):
+        return False
+
+
+def load_model(
+    path: str | os.PathLike[str],
+    *,
+    labels: str | os.PathLike[str] | Sequence[str] | None = None,
+    backend: str = "auto",
+    options: BackendOptions | None = None,
+    artifact: str | None = None,
+    precision: str | None = None,
+    profile: DeviceProfile | str | None = None,
+    roi: Roi | None = None,
+    activation: str = "auto",
+) -> LoadedModel:
+    """Load a bundle (directory or ``.tar``), a bare ``.tflite`` or a bare ``.onnx``.
+
+    ``labels``: a label file (or a list of names) overriding what the model carries.
+    ``backend``: ``auto`` (by file format and the profile's backend order), ``litert`` or
+    ``onnxruntime``. ``options``: backend settings (default: the profile's). ``artifact`` /
+    ``precision``: which artifact of a bundle to run (default: the profile's preference).
+    ``profile``: a device profile or its name (default: formats tflite then onnx, int8 first).
+
+    Raises:
+        ModelError: no such file, an unsupported file type, labels that do not fit the model, or
+            an input the runtime cannot feed.
+        BundleError: an invalid bundle, or no artifact matching the choice.
+        UnknownComponentError: an unknown backend name.
+        ConfigError: a backend that cannot run the chosen format, or a bad setting.
+        MissingDependencyError: the backend's package is not installed (names the extra).
+        BackendError: the model file is corrupt or the backend cannot load it.
+    """
+    source = Path(path)
+    if not source.exists():
+        raise ModelError(f"no model at {source}: no such file or directory")
+    device = resolve_profile(profile)
+    if options is None:
+        options = options_from_profile(device)
+    if backend != "auto":
+        entry("backend", backend)  # an unknown name is reported before anything is loaded
+    if _is_bundle(source):
+        return _load_bundle_model(
+            source, labels, backend, options, artifact, precision, device, roi, activation
+        )
+    fmt = MODEL_SUFFIXES.get(source.suffix.lower())
+    if fmt is None:
+        raise ModelError(
+            f"cannot load {source}: expected a bundle directory or .tar, a .tflite or an .onnx file"
+        )
+    if artifact is not None or precision is not None:
+        raise ConfigError("--artifact and --precision choose among a bundle's artifacts")
+    return _load_bare_model(source, fmt, labels, backend, options, device, roi, activation)
+
+
+def _can_run(backend: str, fmt: str) -> bool:
+    return backend in FORMAT_BACKENDS.get(fmt, ())
+
+
+def _backend_candidates(fmt: str, backend: str, device: DeviceProfile | None) -> list[str]:
+    if backend != "auto":
+        check_backend_for_format(backend, fmt)
+        return [backend]
+    return backends_for_format(fmt, device.backends if device is not None else ())
+
+
+def _open_first(path: Path, fmt: str, candidates: list[str], options: BackendOptions) -> Backend:
+    """Open the model in the first candidate backend whose package is installed."""
+    missing: MissingDependencyError | None = None
+    for name in candidates:
+        try:
+            return open_backend(name, path, options)
+        except MissingDependencyError as exc:
+            log.info("backend %s is not installed: %s", name, exc)
+            missing = missing or exc
+    if missing is not None:
+        raise missing
+    raise ConfigError(f"no backend can run {fmt} models")  # pragma: no cover - registry edits
+
+
+def _user_labels(labels: str | os.PathLike[str] | Sequence[str]) -> tuple[list[str], str]:
+    if isinstance(labels, (str, os.PathLike)):
+        return read_labels(labels), str(labels)
+    return [str(label) for label in labels], "labels given"
+
+
+def _precision_of(tensor: TensorSpec) -> str | None:
+    """What a bare model's input tells of its precision (None: cannot tell)."""
+    if tensor.quantized:  # a quantized input belongs to a fully quantized model
+        return "int8"
+    if np.dtype(tensor.dtype) == np.float16:
+        return "fp16"
+    return None
+
+
+def _output_size(backend: Backend) -> int:
+    return int(np.prod(backend.output.shape))
+
+
+def _check_colour_input(backend: Backend, where: str) -> None:
+    channels = backend.input.shape[1] if backend.input.layout == "NCHW" else backend.input.shape[3]
+    if channels != 3:
+        raise ModelError(
+            f"{where}: the model takes {channels}-channel images; only colour (3-channel) "
+            "models are supported"
+        )
+
+
+def _describe(backend: Backend) -> dict[str, Any]:
+    described = backend.describe()
+    return {
+        "backend": described.get("backend", backend.name),
+        "provider": described.get("provider", ""),
+        "threads": described.get("threads", 0),
+        "runtime": described,
+    }
+
+
+def _load_bare_model(
+    source: Path,
+    fmt: str,
+    labels: str | os.PathLike[str] | Sequence[str] | None,
+    backend_name: str,
+    options: BackendOptions,
+    device: DeviceProfile | None,
+    roi: Roi | None,
+    activation: str,
+) -> LoadedModel:
+    candidates = _backend_candidates(fmt, backend_name, device)
+    # Read what the file says about itself first: a file that is not a model fails in the backend.
+    tflite_metadata = read_tflite_metadata(source) if fmt == "tflite" else None
+    backend = _open_first(source, fmt, candidates, options)
+    try:
+        metadata = tflite_metadata or parse_onnx_metadata(backend.model_metadata)
+        _check_colour_input(backend, str(source))
+        if labels is not None:
+            names, labels_from = _user_labels(labels)
+        elif metadata.labels:
+            names, labels_from = list(metadata.labels), f"{source.name}:{metadata.labels_file}"
+        else:
+            names = [str(i) for i in range(_output_size(backend))]
+            labels_from = "none"
+            log.warning(
+                "%s carries no labels and none were given (--labels FILE): classes are numbered",
+                source,
+            )
+        check_label_count(names, _output_size(backend), labels_from)
+        spec = _bare_preprocess_spec(backend.input, metadata, roi, str(source))
+        info = {
+            "name": metadata.name or source.stem,
+            "version": metadata.version or None,
+            "artifact": source.name,
+            "path": str(source),
+            "format": fmt,
+            "precision": _precision_of(backend.input),
+            **_describe(backend),
+            "labels": len(names),
+            "labels_from": labels_from,
+            "metadata": metadata.source,
+        }
+        return LoadedModel(
+            backend=backend,
+            labels=names,
+            preprocess_spec=spec,
+            info=info,
+            metadata=metadata,
+            mean=metadata.mean,
+            std=metadata.std,
+            activation=activation,
+        )
+    except BaseException:
+        backend.close()
+        raise
+
+
+def _bare_preprocess_spec(
+    tensor: TensorSpec, metadata: ModelMetadata, roi: Roi | None, where: str
+) -> PreprocessSpec:
+    """Squash with area interpolation at the tensor's size, unless the metadata says otherwise."""
+    said = (metadata.input_height, metadata.input_width)
+    if said != (None, None) and said != (tensor.height, tensor.width):
+        log.warning(
+            "%s: metadata says %sx%s but the input tensor is %sx%s; using the tensor's size",
+            where,
+            metadata.input_height,
+            metadata.input_width,
+            tensor.height,
+            tensor.width,
+        )
+    color = (metadata.color or "RGB").upper()
+    if color not in ("RGB", "BGR"):
+        raise ModelError(f"{where}: the model takes {color} images; only RGB/BGR are supported")
+    fields: dict[str, Any] = {
+        "height": tensor.height,
+        "width": tensor.width,
+        "roi": roi,
+        "channel_order": color,
+    }
+    try:
+        spec = PreprocessSpec(
+            **fields,
+            resize=metadata.resize or "squash",  # type: ignore[arg-type]
+            interpolation=metadata.interpolation or "area",  # type: ignore[arg-type]
+        )
+    except PreprocessError as exc:
+        log.warning("%s: ignoring the metadata's resize settings: %s", where, exc)
+        spec = PreprocessSpec(**fields)
+    return spec
+
+
+def artifact_candidates(
+    bundle: Bundle,
+    *,
+    artifact: str | None = None,
+    precision: str | None = None,
+    backend: str = "auto",
+    profile: DeviceProfile | None = None,
+) -> list[Artifact]:
+    """A bundle's artifacts that fit the choice, in the order to try them.
+
+    Order: the profile's formats, then its precisions (the bundle's defaults without a profile).
+
+    Raises:
+        BundleError: no artifact fits (the message lists what the bundle has).
+        ConfigError: ``backend`` cannot run the named artifact.
+    """
+    manifest = bundle.manifest
+    if artifact is not None:
+        chosen = manifest.artifact(Path(artifact).name)
+        if precision is not None and chosen.precision != precision:
+            raise ConfigError(
+                f"artifact {chosen.path} is {chosen.precision}, not the asked precision {precision}"
+            )
+        if backend != "auto":
+            check_backend_for_format(backend, chosen.format)
+        return [chosen]
+    formats: Iterable[str] = profile.formats if profile is not None else DEFAULT_FORMATS
+    precisions: Iterable[str] = profile.precision if profile is not None else DEFAULT_PRECISIONS
+    formats = [f for f in formats if backend == "auto" or _can_run(backend, f)]
+    precisions = [precision] if precision is not None else list(precisions)
+    # Formats and precisions the profile does not list still come last: a bundle should run.
+    formats += [
+        f
+        for f in DEFAULT_FORMATS
+        if f not in formats and (backend == "auto" or _can_run(backend, f))
+    ]
+    if precision is None:
+        precisions += [p for p in DEFAULT_PRECISIONS if p not in precisions]
+    ordered = [
+        item
+        for fmt in formats
+        for prec in precisions
+        for item in manifest.artifacts
+        if item.format == fmt and item.precision == prec
+    ]
+    if not ordered:
+        # Reuse the bundle's own message, which lists what it has.
+        bundle.select_artifact(formats, precisions)
+    return ordered
+
+
+def _load_bundle_model(
+    source: Path,
+    labels: str | os.PathLike[str] | Sequence[str] | None,
+    backend_name: str,
+    options: BackendOptions,
+    artifact: str | None,
+    precision: str | None,
+    device: DeviceProfile | None,
+    roi: Roi | None,
+    activation: str,
+) -> LoadedModel:
+    bundle = load_bundle(source)
+    try:
+        candidates = artifact_candidates(
+            bundle, artifact=artifact, precision=precision, backend=backend_name, profile=device
+        )
+        manifest = bundle.manifest
+        backend: Backend | None = None
+        chosen: Artifact | None = None
+        missing: MissingDependencyError | None = None
+        for item in candidates:
+            try:
+                backend = _open_first(
+                    bundle.path_of(item.path),
+                    item.format,
+                    _backend_candidates(item.format, backend_name, device),
+                    options,
+                )
+            except MissingDependencyError as exc:
+                # Try the next artifact: a device without onnxruntime still runs the .tflite.
+                missing = missing or exc
+                continue
+            chosen = item
+            break
+        if backend is None or chosen is None:
+            assert missing is not None
+            raise missing
+        try:
+            names, labels_from = (
+                _user_labels(labels) if labels is not None else (manifest.labels, "bundle")
+            )
+            check_label_count(names, _output_size(backend), labels_from)
+            if chosen.output_size != _output_size(backend):
+                raise BundleError(
+                    f"artifact {chosen.path} outputs {_output_size(backend)} scores but the "
+                    f"manifest says {chosen.output_size}"
+                )
+            _check_colour_input(backend, f"{source}:{chosen.path}")
+            spec = manifest.input.preprocess_spec(roi)
+            if (spec.height, spec.width) != (backend.input.height, backend.input.width):
+                raise BundleError(
+                    f"artifact {chosen.path} takes {backend.input.height}x{backend.input.width} "
+                    f"images but the manifest says {spec.height}x{spec.width}"
+                )
+            info = {
+                "name": manifest.name,
+                "version": manifest.version,
+                "artifact": chosen.path,
+                "path": str(source),
+                "format": chosen.format,
+                "precision": chosen.precision,
+                **_describe(backend),
+                "labels": len(names),
+                "labels_from": labels_from,
+                "metadata": "bundle",
+            }
+            return LoadedModel(
+                backend=backend,
+                labels=names,
+                preprocess_spec=spec,
+                info=info,
+                thresholds=manifest.thresholds,
+                artifact=chosen,
+                bundle=bundle,
+                activation=activation,
+            )
+        except BaseException:
+            backend.close()
+            raise
+    except BaseException:
+        bundle.close()
+        raise
+
+
+__all__ = [
+    "InputWriter",
+    "LoadedModel",
+    "artifact_candidates",
+    "load_model",
+    "options_from_profile",
+    "pixel_quantization",
+    "resolve_profile",
+]

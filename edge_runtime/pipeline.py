@@ -196,9 +196,7 @@ class Pipeline:
             for sink in self.sinks:
                 sink.open(self.status.snapshot)
                 opened.append(sink)
-            self.status.set_source(
-                {"uri": self.source.uri, "live": self.source.live}, self._source_stats
-            )
+            self.status.set_source(self.source.describe(), self._source_stats)
             self.status.set_state("running")
             if self.options.pipelined:
                 self._run_pipelined()
@@ -234,20 +232,17 @@ class Pipeline:
         )
 
     def _source_stats(self) -> dict[str, Any]:
-        stats = self.source.stats
-        return {
-            "captured": stats.captured,
-            "delivered": stats.delivered,
-            "dropped": stats.dropped,
-            "corrupt": stats.corrupt + self._skipped,
-            "reconnects": stats.reconnects,
-        }
+        stats = self.source.stats_snapshot()
+        # Frames the source delivered but preprocessing refused count as corrupt too.
+        stats["corrupt"] = stats.get("corrupt", 0) + self._skipped
+        return stats
 
     def _read(self) -> Frame | None | object:
         """The next frame; ``_END`` when a finite source is exhausted; None to poll again."""
         frame = self.source.read(timeout=self.options.read_timeout)
         if frame is None:
-            return None if self.source.live else _END
+            # A live source also returns None when a read times out; only `ended` means "over".
+            return _END if (not self.source.live or self.source.ended) else None
         return frame
 
     def _run_sequential(self) -> None:

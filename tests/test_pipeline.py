@@ -308,3 +308,36 @@ def test_stop_from_another_thread() -> None:
     timer.start()
     summary = pipeline.run()
     assert summary.frames > 0 and pipeline.stopping
+
+
+class LiveThenEnds(ListSource):
+    """A live source: times out (None) now and then, and ends by design after its frames."""
+
+    live = True
+
+    def __init__(self, values: list[int]) -> None:
+        super().__init__(values)
+        self.calls = 0
+
+    @property
+    def ended(self) -> bool:
+        return self.position >= len(self.values)
+
+    def read(self, timeout: float | None = None) -> Frame | None:
+        self.calls += 1
+        if self.calls % 2 == 0:
+            return None  # a read timeout, not the end
+        return super().read(timeout)
+
+
+@pytest.mark.parametrize("pipelined", [True, False])
+def test_live_source_timeouts_are_not_the_end(pipelined: bool) -> None:
+    sink = ListSink()
+    summary = Pipeline(
+        LiveThenEnds([1, 2, 3, 4]),
+        EchoModel("m"),
+        TopOne(),
+        [sink],
+        options=PipelineOptions(pipelined=pipelined),
+    ).run()
+    assert summary.frames == 4

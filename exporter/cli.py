@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "exporter.commands.train",
     "exporter.commands.export",
     "exporter.commands.verify",
+    "exporter.commands.build",
 )
 
 EPILOG = """\
@@ -32,6 +33,9 @@ examples:
   edge-export dataset report data/signs
   edge-export train --data data/signs --arch mobilenet_v3_small --weights none --input-size 96 \\
       --out runs/signs
+  edge-export export runs/signs --out bundles/signs --name traffic-signs --version 1
+  edge-export verify bundles/signs --data runs/signs
+  edge-export build models/recipes/traffic-signs.toml
 """
 
 

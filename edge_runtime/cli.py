@@ -18,6 +18,7 @@ from edge_runtime.errors import EdgeRuntimeError
 
 #: subcommand modules, in the order ``--help`` lists them
 COMMAND_MODULES: tuple[str, ...] = (
+    "edge_runtime.commands.run",
     "edge_runtime.commands.classify",
     "edge_runtime.commands.bench",
 )

@@ -69,6 +69,8 @@ _ENTRIES: dict[str, dict[str, Entry]] = {
         "mqtt": Entry("edge_runtime.sinks.mqtt:MqttSink", "mqtt", "MQTT broker"),
         "webhook": Entry("edge_runtime.sinks.webhook:WebhookSink", None, "HTTP POST per event"),
         "gpio": Entry("edge_runtime.sinks.gpio:GpioSink", "rpi", "drive a pin on a label"),
+        "reject": Entry("edge_runtime.sinks.action:RejectSink", None, "announce a reject action"),
+        "preview": Entry("edge_runtime.sinks.preview:PreviewSink", None, "annotated frames"),
     },
 }
 

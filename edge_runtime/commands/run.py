@@ -1,0 +1,190 @@
+"""``edge-runtime run``: classify a stream of frames in real time."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from types import FrameType
+from typing import Any
+
+EXAMPLES = """\
+examples:
+  edge-runtime run --model models/traffic-signs --source synthetic:traffic-signs --max-frames 300
+  edge-runtime run --model models/banknotes --source synthetic:banknotes --reject-label counterfeit
+  edge-runtime run --model bundle/ --source camera:0 --threshold 0.6 --smooth 5 --http 0.0.0.0:8080
+  edge-runtime run --model model_int8.tflite --source rtsp://cam.local/stream --output jsonl
+  edge-runtime run --model bundle/ --source csi://0 --gpio-pin 17 --gpio-label counterfeit
+  edge-runtime run --config /etc/edge-classify/runtime.toml
+
+sources: synthetic:traffic-signs, synthetic:banknotes, camera:0, v4l2:///dev/video0, csi://0,
+  gst:<pipeline>, rtsp://..., http(s)://... (MJPEG), picamera2:0, a video file, a folder of
+  images or a glob. Options go after '?': synthetic:traffic-signs?seed=3&fps=30.
+Ctrl-C stops after the frame in hand and prints a summary.
+"""
+
+
+def register(subparsers: Any) -> None:
+    from edge_runtime.commands.classify import add_model_arguments
+
+    parser = subparsers.add_parser(
+        "run",
+        help="classify a live stream (camera, video, folder, synthetic scenes)",
+        description="Classify frames from a source in real time and send the results to sinks.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", metavar="FILE", help="a runtime TOML file; options override it")
+    add_model_arguments(parser)
+    # The model is required unless a config file names it.
+    for action in parser._actions:
+        if action.dest == "model":
+            action.required = False
+    parser.add_argument("--source", "-s", metavar="URI", help="where frames come from")
+    parser.add_argument(
+        "--roi", metavar="X,Y,W,H", help="region of interest, fractions of the frame"
+    )
+    post = parser.add_argument_group("decisions")
+    post.add_argument("--top-k", "-k", type=int, metavar="K", help="classes kept per frame (5)")
+    post.add_argument(
+        "--threshold",
+        type=float,
+        metavar="T",
+        help="minimum confidence, below it 'unknown' (default: the bundle's)",
+    )
+    post.add_argument(
+        "--smooth", type=int, metavar="N", help="smooth scores over N frames (EMA; 1 = off)"
+    )
+    post.add_argument(
+        "--smoothing", choices=("ema", "majority"), help="how --smooth combines frames (ema)"
+    )
+    post.add_argument(
+        "--debounce", type=int, metavar="K", help="frames a new label must hold to be announced (2)"
+    )
+    post.add_argument("--allow", metavar="L1,L2", help="report only these classes")
+    post.add_argument("--deny", metavar="L1,L2", help="never report these classes")
+    out = parser.add_argument_group("outputs")
+    out.add_argument(
+        "--output", "-o", choices=("pretty", "jsonl", "none"), help="console output (pretty)"
+    )
+    out.add_argument("--jsonl-file", metavar="PATH", help="also write JSON lines to a file")
+    out.add_argument("--http", metavar="HOST:PORT", help="serve /healthz /status /latest /metrics")
+    out.add_argument("--mqtt", metavar="URL", help="publish events, e.g. mqtt://broker:1883")
+    out.add_argument("--webhook", metavar="URL", help="POST events as JSON to this URL")
+    out.add_argument("--gpio-pin", metavar="PIN", help="drive this GPIO pin on --gpio-label")
+    out.add_argument("--gpio-label", metavar="LABEL", help="label that switches the pin on")
+    out.add_argument(
+        "--reject-label", metavar="LABEL", help="announce REJECT when this label is decided"
+    )
+    out.add_argument("--preview", metavar="FILE.mp4", help="write annotated frames to a video")
+    out.add_argument("--snapshot-dir", metavar="DIR", help="save an annotated frame per change")
+    run = parser.add_argument_group("run")
+    run.add_argument("--max-frames", "-n", type=int, metavar="N", help="stop after N frames")
+    run.add_argument("--sequential", action="store_true", help="no pipelining (for comparison)")
+    run.add_argument(
+        "--status-interval", type=float, metavar="S", help="seconds between status lines (5)"
+    )
+    parser.set_defaults(handler=run_command)
+
+
+def _names(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    """The RuntimeConfig the options (and ``--config`` file) describe.
+
+    Raises:
+        ConfigError: a missing model or source, or invalid values.
+    """
+    from edge_runtime.config import merge, parse_config, read_config_file
+    from edge_runtime.errors import ConfigError
+
+    base = read_config_file(args.config) if args.config else {}
+    smoothing = args.smoothing
+    if args.smooth is not None and smoothing is None:
+        smoothing = "ema" if args.smooth > 1 else "none"
+    gpio = None
+    if args.gpio_pin is not None or args.gpio_label is not None:
+        label = args.gpio_label or args.reject_label
+        if args.gpio_pin is None or label is None:
+            raise ConfigError("--gpio-pin and --gpio-label (or --reject-label) go together")
+        pin: int | str = int(args.gpio_pin) if str(args.gpio_pin).isdigit() else args.gpio_pin
+        gpio = {"pin": pin, "label": label}
+    overrides: dict[str, Any] = {
+        "model": {
+            "path": args.model,
+            "labels": args.labels,
+            "backend": None if args.backend == "auto" and args.config else args.backend,
+            "artifact": args.artifact,
+            "precision": args.precision,
+            "threads": args.threads,
+            "profile": args.profile,
+        },
+        "source": {"uri": args.source, "roi": args.roi},
+        "postprocess": {
+            "top_k": args.top_k,
+            "threshold": args.threshold,
+            "smoothing": smoothing,
+            "window": args.smooth if args.smooth and args.smooth > 1 else None,
+            "debounce": args.debounce,
+            "allow": _names(args.allow),
+            "deny": _names(args.deny),
+        },
+        "outputs": {
+            "console": args.output,
+            "jsonl_file": args.jsonl_file,
+            "http": args.http,
+            "mqtt": args.mqtt,
+            "webhook": args.webhook,
+            "gpio": gpio,
+            "reject_label": args.reject_label,
+            "preview": args.preview,
+            "snapshot_dir": args.snapshot_dir,
+        },
+        "run": {
+            "max_frames": args.max_frames,
+            "pipelined": False if args.sequential else None,
+            "status_interval_s": args.status_interval,
+        },
+    }
+    merged = merge(base, overrides)
+    if not merged.get("model", {}).get("path"):
+        raise ConfigError("no model: give --model (a bundle, .tflite or .onnx) or a --config file")
+    if not merged.get("source", {}).get("uri"):
+        raise ConfigError("no source: give --source URI (e.g. camera:0, synthetic:traffic-signs)")
+    return parse_config(merged, where=args.config or "options")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from edge_runtime.pipeline import build_pipeline
+
+    config = config_from_args(args)
+    pipeline = build_pipeline(config)
+    info = pipeline.model.info
+    if config.outputs.console == "pretty":
+        name = info.get("name") or info.get("path", "model")
+        version = f" v{info['version']}" if info.get("version") else ""
+        print(
+            f"edge-runtime: {name}{version} [{info.get('artifact', '')} on "
+            f"{info.get('backend', '?')}] <- {config.source.uri}",
+            flush=True,
+        )
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        if pipeline.stopping:  # a second Ctrl-C: give up at once
+            raise KeyboardInterrupt
+        pipeline.stop()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        summary = pipeline.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if summary.frames == 0:
+        print("edge-runtime: no frame was classified", file=sys.stderr)
+        return 1
+    return 0

@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "edge_runtime.commands.run",
     "edge_runtime.commands.classify",
     "edge_runtime.commands.bench",
+    "edge_runtime.commands.check_config",
 )
 
 EPILOG = """\

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -79,6 +80,7 @@ def test_mobilenet_model_facts(imagenet_model: Path) -> None:
         info = model.info
         assert (info["format"], info["backend"], info["precision"]) == ("tflite", "litert", "int8")
         assert info["name"] == "ImageClassifier" and info["provider"] == "xnnpack"
+        assert json.loads(json.dumps(info)) == info  # /status serves it as JSON
         # Quantized in a normalized domain (scale 1/128): the pixels go in as they are.
         assert info["input"]["feed"] == "copy"
         image = np.random.default_rng(0).integers(0, 256, (90, 70, 3), dtype=np.uint8)
@@ -456,3 +458,33 @@ def test_bundle_falls_back_to_tflite_without_onnxruntime(
         assert (model.info["artifact"], model.info["backend"]) == ("model_int8.tflite", "litert")
     with pytest.raises(MissingDependencyError, match=r"edge-classify\[onnx\]"):
         load_model(bundle, backend="onnxruntime")
+
+
+def test_loaded_model_with_an_int8_output_backend() -> None:
+    """A backend standing in for an accelerator (an Edge TPU model has int8 in and out)."""
+    from fakes import FakeBackend
+
+    from edge_runtime.model import LoadedModel
+
+    input_spec = TensorSpec("image", (1, 4, 4, 3), "int8", 1.0, -128, "NHWC")
+    output_spec = TensorSpec("scores", (1, 3), "int8", 1 / 256, -128)
+    seen: list[np.ndarray] = []
+
+    def rows(tensor: np.ndarray) -> np.ndarray:
+        seen.append(tensor.copy())
+        return np.array([-128 + 30, -128 + 200, -128 + 26], np.int8)
+
+    backend = FakeBackend(input_spec, rows, output_spec)
+    model = LoadedModel(
+        backend=backend,
+        labels=["a", "b", "c"],
+        preprocess_spec=PreprocessSpec(4, 4),
+        info={"name": "fake"},
+    )
+    image = np.full((8, 8, 3), 255, np.uint8)
+    top = model.classify(image, top_k=3)
+    assert [(c.label, round(c.score * 256)) for c in top] == [("b", 200), ("a", 30), ("c", 26)]
+    assert int(seen[-1].max()) == 127  # pixel 255 with zero point -128
+    assert model.info["input"]["feed"] == "quantize"
+    model.close()
+    assert backend.closed

@@ -53,6 +53,7 @@ def register(subparsers: Any) -> None:
         help="size of the synthetic camera frames (default: 640x480)",
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per run")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress lines on stderr")
     parser.set_defaults(handler=run)
 
 
@@ -210,6 +211,13 @@ def run(args: argparse.Namespace) -> int:
             )
             continue
         with model:
+            if not args.quiet:
+                print(
+                    f"benchmarking {model.info['artifact']} on {model.info['backend']}: "
+                    f"{args.warmup} + {args.frames} frames...",
+                    file=sys.stderr,
+                    flush=True,
+                )
             figures = measure(model, frames, args.frames, args.warmup)
             spec = model.preprocess_spec
             result = {

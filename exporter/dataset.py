@@ -540,6 +540,14 @@ def load_images(
     return loaded.images
 
 
+def model_input(images: np.ndarray) -> np.ndarray:
+    """What a model is fed for prepared uint8 images: the same pixels as float32 0..255.
+
+    Every model we train carries its normalization inside, so this cast is the whole step.
+    """
+    return images.astype(np.float32)
+
+
 def dataset_fingerprint(entries: Iterable[tuple[str, int, str]]) -> str:
     """SHA-256 over sorted ``(relative path, size, content sha256)`` of a dataset's files."""
     digest = hashlib.sha256()

@@ -20,15 +20,22 @@ class Progress:
         # Looked up late so pytest's capsys and redirected stderr see the output.
         return self.stream if self.stream is not None else sys.stderr
 
+    def _write(self, line: str) -> None:
+        from tqdm import tqdm
+
+        # tqdm.write clears and redraws an active bar instead of writing through it.
+        tqdm.write(line, file=self._out())
+        self._out().flush()
+
     def stage(self, message: str) -> None:
         """Announce a stage of the work (one line)."""
         if not self.quiet:
-            print(f"==> {message}", file=self._out(), flush=True)
+            self._write(f"==> {message}")
 
     def note(self, message: str) -> None:
         """A detail line under the current stage."""
         if not self.quiet:
-            print(f"    {message}", file=self._out(), flush=True)
+            self._write(f"    {message}")
 
     def bar(self, total: int, desc: str, unit: str = "img") -> Any:
         """A tqdm progress bar (disabled when quiet); use as a context manager, call ``update``."""

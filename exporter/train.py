@@ -1,0 +1,849 @@
+"""``edge-export train``: transfer learning from a class-per-folder dataset into a run directory.
+
+The stages, in order:
+
+1. check every option, the dataset folder and the run directory (cheap, before any work);
+2. build the backbone with its weights (ImageNet, a weights file, or random);
+3. read every image once through ``edge_runtime.preprocess`` at the model input size, skip
+   unreadable files, split train/val/test (stratified, groups kept on one side);
+4. with pretrained weights: compute the frozen backbone's features once (cached on disk, with
+   augmented variants), train the new head on them, then optionally fine-tune the top layers
+   end-to-end with augmentation and a low learning rate; with ``--weights none``: train the whole
+   network from scratch with augmentation (frozen random features would be useless);
+5. evaluate on the held-out test split and write the run directory (see docs/training.md):
+   ``model.keras``, ``labels.txt``, ``run.json``, ``splits.json``, ``report.json`` and plots.
+
+The run directory is written as ``RUN_DIR.partial`` and renamed at the end, so a failed run never
+leaves a directory that looks complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import platform
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_runtime.preprocess import PreprocessSpec
+from exporter.augment import AugmentPolicy, augment_image
+from exporter.backbones import (
+    HEAD_DENSE,
+    WeightsChoice,
+    backbone_info,
+    build_backbone,
+    build_classifier,
+    build_head,
+    check_input_size,
+    parse_weights,
+    quicken_batchnorm,
+    unfreeze_top_layers,
+)
+from exporter.dataset import (
+    DEFAULT_FRACTIONS,
+    DEFAULT_MIN_PER_CLASS,
+    check_fractions,
+    compile_group_pattern,
+    model_input,
+    prepare_dataset,
+    scan_dataset,
+)
+from exporter.errors import TrainingError
+from exporter.features import FeatureCache, compute_features, default_cache_dir
+from exporter.progress import QUIET, Progress
+from exporter.report import evaluate, plot_confusion_matrix, plot_training_curves
+
+RUN_SCHEMA = 1
+MIXED_PRECISION_CHOICES = ("auto", "on", "off")
+STRATEGY_CHOICES = ("auto", "mirrored", "multi-worker", "none")
+RUN_FILES = (
+    "model.keras",
+    "labels.txt",
+    "run.json",
+    "splits.json",
+    "report.json",
+    "confusion_matrix.png",
+    "training_curves.png",
+)
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run (the command-line options of ``edge-export train``)."""
+
+    data: str | os.PathLike[str]
+    out: str | os.PathLike[str]
+    arch: str = "inception_v3"
+    weights: str = "imagenet"
+    input_size: tuple[int, int] | None = None
+    resize: str = "squash"
+    interpolation: str = "area"
+    fractions: Sequence[float] = DEFAULT_FRACTIONS
+    seed: int = 0
+    group_pattern: str | None = None
+    min_per_class: int = DEFAULT_MIN_PER_CLASS
+    epochs: int = 20
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    fine_tune_layers: int = 0
+    fine_tune_epochs: int = 10
+    fine_tune_learning_rate: float = 1e-5
+    dropout: float = 0.2
+    patience: int = 5
+    augment_variants: int = 2
+    flip: bool = False
+    class_weights: bool = True
+    cache_dir: str | os.PathLike[str] | None = None
+    use_cache: bool = True
+    mixed_precision: str = "auto"
+    strategy: str = "auto"
+    workers: int | None = None
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A checked configuration with everything resolved."""
+
+    config: TrainConfig
+    data: Path
+    out: Path
+    size: tuple[int, int]
+    spec: PreprocessSpec
+    weights: WeightsChoice
+    policy: AugmentPolicy
+    cache_root: Path | None
+
+
+def _positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise TrainingError(f"{name} must be positive, got {value}")
+
+
+def check_out_dir(out: Path, data: Path, force: bool) -> None:
+    """Refuse a run directory that would lose data or be mistaken for a dataset.
+
+    Raises:
+        TrainingError: ``out`` is a file, a non-empty folder without ``--force``, a folder that
+            holds something other than a run (even with ``--force``), or lies inside the dataset.
+    """
+    resolved = out.resolve()
+    if resolved == data or data in resolved.parents:
+        raise TrainingError(
+            f"--out {out} is inside the dataset {data}: it would be read as a class next time"
+        )
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise TrainingError(f"--out {out} exists and is not a folder")
+    if not any(out.iterdir()):
+        return
+    if not force:
+        raise TrainingError(
+            f"run directory {out} is not empty: choose a new one or pass --force to replace it"
+        )
+    if not (out / "run.json").is_file():
+        raise TrainingError(
+            f"{out} is not empty and is not a run directory (no run.json): refusing to replace "
+            "it, even with --force"
+        )
+
+
+def check_config(config: TrainConfig) -> Plan:
+    """Check every option before any slow work.
+
+    Raises:
+        TrainingError: a bad option, a missing weights file, an input size the backbone refuses,
+            or a run directory that cannot be written.
+        DatasetError: bad split fractions or group pattern.
+    """
+    info = backbone_info(config.arch)
+    size = config.input_size or (info.default_size, info.default_size)
+    size = check_input_size(config.arch, (int(size[0]), int(size[1])))
+    weights = parse_weights(config.weights, config.arch)
+    if config.epochs < 1:
+        raise TrainingError(f"--epochs must be at least 1, got {config.epochs}")
+    if config.batch_size < 1:
+        raise TrainingError(f"--batch-size must be at least 1, got {config.batch_size}")
+    _positive("--learning-rate", config.learning_rate)
+    _positive("--fine-tune-learning-rate", config.fine_tune_learning_rate)
+    if config.fine_tune_layers < 0 or config.fine_tune_epochs < 0:
+        raise TrainingError("--fine-tune-layers and --fine-tune-epochs must not be negative")
+    if not 0.0 <= config.dropout < 1.0:
+        raise TrainingError(f"--dropout must be in 0..1 (excluding 1), got {config.dropout}")
+    if config.patience < 0:
+        raise TrainingError(f"--patience must not be negative, got {config.patience}")
+    if not 0 <= config.augment_variants <= 50:
+        raise TrainingError(f"--augment-variants must be 0..50, got {config.augment_variants}")
+    if config.mixed_precision not in MIXED_PRECISION_CHOICES:
+        raise TrainingError(
+            f"--mixed-precision must be one of {', '.join(MIXED_PRECISION_CHOICES)}"
+        )
+    if config.strategy not in STRATEGY_CHOICES:
+        raise TrainingError(f"--strategy must be one of {', '.join(STRATEGY_CHOICES)}")
+    if config.workers is not None and config.workers < 1:
+        raise TrainingError(f"--workers must be at least 1, got {config.workers}")
+    check_fractions(config.fractions)
+    compile_group_pattern(config.group_pattern)
+    spec = PreprocessSpec(
+        size[0],
+        size[1],
+        config.resize,  # type: ignore[arg-type]
+        config.interpolation,  # type: ignore[arg-type]
+    )
+    data = Path(config.data).expanduser()
+    out = Path(config.out).expanduser()
+    if data.is_dir():
+        check_out_dir(out, data.resolve(), config.force)
+    cache_root = None
+    if config.use_cache:
+        cache_root = Path(config.cache_dir).expanduser() if config.cache_dir else None
+        cache_root = cache_root or default_cache_dir()
+    return Plan(
+        config=config,
+        data=data,
+        out=out,
+        size=size,
+        spec=spec,
+        weights=weights,
+        policy=AugmentPolicy(flip=config.flip),
+        cache_root=cache_root,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Devices: mixed precision and tf.distribute
+
+
+def resolve_mixed_precision(choice: str, gpus: int) -> bool:
+    """``auto`` turns float16 compute on when a GPU is visible (CPUs gain nothing from it)."""
+    if choice not in MIXED_PRECISION_CHOICES:
+        raise TrainingError(
+            f"--mixed-precision must be one of {', '.join(MIXED_PRECISION_CHOICES)}"
+        )
+    return choice == "on" or (choice == "auto" and gpus > 0)
+
+
+def resolve_strategy(choice: str, gpus: int) -> str:
+    """``auto`` mirrors over the GPUs when there are several, else runs on the default device."""
+    if choice not in STRATEGY_CHOICES:
+        raise TrainingError(f"--strategy must be one of {', '.join(STRATEGY_CHOICES)}")
+    if choice == "auto":
+        return "mirrored" if gpus > 1 else "none"
+    return choice
+
+
+def make_strategy(name: str) -> Any:
+    """The ``tf.distribute`` strategy called ``name`` (``none`` is TensorFlow's default one).
+
+    ``mirrored`` replicates over every visible GPU (the CPU when there is none);
+    ``multi-worker`` synchronizes workers described by the ``TF_CONFIG`` environment variable.
+    """
+    import tensorflow as tf
+
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi-worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "none":
+        return tf.distribute.get_strategy()
+    raise TrainingError(f"unknown strategy '{name}'")
+
+
+def visible_gpus() -> int:
+    import tensorflow as tf
+
+    return len(tf.config.list_physical_devices("GPU"))
+
+
+@contextlib.contextmanager
+def precision_policy(mixed: bool) -> Iterator[None]:
+    """Set Keras' global dtype policy for the models built inside, and restore it after."""
+    import keras
+
+    previous = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+# --------------------------------------------------------------------------------------------------
+# Keras pieces (classes defined lazily: Keras is imported only when training runs)
+
+
+def _class_weights(targets: np.ndarray, num_classes: int, enabled: bool) -> np.ndarray:
+    """Per-class weights ``n / (classes * count)``: each class weighs the same in the loss."""
+    if not enabled:
+        return np.ones(num_classes, dtype=np.float32)
+    counts = np.bincount(targets, minlength=num_classes).astype(np.float32)
+    weights = len(targets) / (num_classes * np.maximum(counts, 1.0))
+    return weights.astype(np.float32)
+
+
+def _callbacks(
+    patience: int, progress: Progress, desc: str, epochs: int, steps: int
+) -> tuple[Any, Any]:
+    """An early-stopping callback that restores the best epoch, and a tqdm progress callback."""
+    import keras
+
+    class BestEpoch(keras.callbacks.Callback):
+        """Keeps the weights of the epoch with the best validation accuracy (lower validation
+        loss breaks ties) and stops after ``patience`` epochs without one (0: never stops)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.best: tuple[float, float] | None = None
+            self.best_weights: list[np.ndarray] | None = None
+            self.best_epoch = -1
+            self.waited = 0
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+            logs = logs or {}
+            score = (float(logs.get("val_accuracy", 0.0)), -float(logs.get("val_loss", 0.0)))
+            if self.best is None or score > self.best:
+                self.best, self.best_epoch, self.waited = score, epoch, 0
+                self.best_weights = self.model.get_weights()
+                return
+            self.waited += 1
+            if patience and self.waited >= patience:
+                self.model.stop_training = True
+
+        def on_train_end(self, logs: dict[str, float] | None = None) -> None:
+            if self.best_weights is not None:
+                self.model.set_weights(self.best_weights)
+
+    class Bar(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bar: Any = None
+
+        def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
+            self.bar = progress.bar(epochs * steps, desc, unit="step")
+
+        def on_train_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> None:
+            self.bar.update(1)
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+            logs = logs or {}
+            progress.note(
+                f"epoch {epoch + 1}/{epochs}: loss {logs.get('loss', float('nan')):.4f} "
+                f"acc {logs.get('accuracy', float('nan')):.4f}  "
+                f"val_loss {logs.get('val_loss', float('nan')):.4f} "
+                f"val_acc {logs.get('val_accuracy', float('nan')):.4f}"
+            )
+
+        def on_train_end(self, logs: dict[str, float] | None = None) -> None:
+            if self.bar is not None:
+                self.bar.close()
+
+    return BestEpoch(), Bar()
+
+
+def augmented_batches(
+    images: np.ndarray,
+    targets: np.ndarray,
+    weights: np.ndarray,
+    batch_size: int,
+    seed: int,
+    policy: AugmentPolicy,
+) -> Any:
+    """A ``keras.utils.PyDataset`` of shuffled, augmented (x float32, y, sample weight) batches.
+
+    Epoch ``e``'s order and augmentations come from ``(seed, e)``, so a run is repeatable.
+    """
+    import keras
+
+    class AugmentedBatches(keras.utils.PyDataset):
+        def __init__(self) -> None:
+            super().__init__(workers=1, use_multiprocessing=False)
+            self.epoch = 0
+            self.order = np.random.default_rng([seed, 0]).permutation(len(images))
+
+        def __len__(self) -> int:
+            return math.ceil(len(images) / batch_size)
+
+        def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            rows = self.order[index * batch_size : (index + 1) * batch_size]
+            rng = np.random.default_rng([seed, self.epoch, index, 1])
+            batch = np.empty((len(rows), *images.shape[1:]), dtype=np.uint8)
+            for out_row, row in enumerate(rows):
+                batch[out_row] = augment_image(images[row], rng, policy)
+            batch = model_input(batch)
+            labels = targets[rows]
+            return batch, labels, weights[labels]
+
+        def on_epoch_end(self) -> None:
+            self.epoch += 1
+            self.order = np.random.default_rng([seed, self.epoch]).permutation(len(images))
+
+    return AugmentedBatches()
+
+
+@dataclass
+class Phase:
+    """One training phase: its name, the epochs it ran, the best one and the Keras history."""
+
+    name: str
+    epochs_run: int
+    best_epoch: int
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "epochs_run": self.epochs_run,
+            "best_epoch": self.best_epoch + 1,
+            "history": {k: [round(float(v), 6) for v in vs] for k, vs in self.history.items()},
+        }
+
+
+def fit_phase(
+    name: str,
+    model: Any,
+    train_data: Any,
+    validation: tuple[np.ndarray, np.ndarray],
+    *,
+    epochs: int,
+    steps: int,
+    patience: int,
+    progress: Progress,
+    batch_size: int,
+    targets: np.ndarray | None = None,
+    sample_weight: np.ndarray | None = None,
+) -> Phase:
+    """Fit ``model`` on arrays (``train_data``, ``targets``) or a PyDataset; keep the best epoch."""
+    best, bar = _callbacks(patience, progress, name, epochs, steps)
+    kwargs: dict[str, Any] = {}
+    if targets is not None:
+        kwargs = {
+            "y": targets,
+            "sample_weight": sample_weight,
+            "batch_size": batch_size,
+            "shuffle": True,
+        }
+    history = model.fit(
+        train_data,
+        validation_data=validation,
+        validation_batch_size=batch_size,
+        epochs=epochs,
+        verbose=0,
+        callbacks=[best, bar],
+        **kwargs,
+    )
+    phase = Phase(name, len(history.history.get("loss", [])), best.best_epoch, history.history)
+    progress.note(
+        f"{name}: best epoch {phase.best_epoch + 1} of {phase.epochs_run}, "
+        f"val_acc {history.history['val_accuracy'][phase.best_epoch]:.4f}"
+    )
+    return phase
+
+
+# --------------------------------------------------------------------------------------------------
+# The run
+
+
+@dataclass
+class TrainResult:
+    """A finished run: where it is, and what run.json and report.json say."""
+
+    run_dir: Path
+    run: dict[str, Any]
+    report: dict[str, Any]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "run_dir": str(self.run_dir),
+            "arch": self.run["arch"],
+            "weights": self.run["weights"],
+            "input_size": self.run["input_size"],
+            "training_mode": self.run["training_mode"],
+            "classes": len(self.run["labels"]),
+            "images": self.run["images"],
+            "validation_accuracy": self.run["validation_accuracy"],
+            "test_accuracy": self.run["test_accuracy"],
+            "test_top5": self.report["top5"],
+            "duration_s": self.run["duration_s"],
+        }
+
+    def summary_text(self) -> str:
+        s = self.summary()
+        return (
+            f"trained {s['arch']} ({s['weights']} weights, {s['training_mode']}) on "
+            f"{s['images']['train']} images of {s['classes']} classes in {s['duration_s']:.0f} s: "
+            f"val top-1 {s['validation_accuracy']:.1%}, test top-1 {s['test_accuracy']:.1%}, "
+            f"top-{self.report['top5_k']} {s['test_top5']:.1%} -> {s['run_dir']}"
+        )
+
+
+def _versions() -> dict[str, str]:
+    import cv2
+    import keras
+    import tensorflow as tf
+
+    from edge_runtime import __version__
+
+    return {
+        "edge_classify": __version__,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "opencv": cv2.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _export_copy(plan: Plan, trained: Any, num_classes: int) -> Any:
+    """The trained model rebuilt in float32 outside any distribution strategy, for saving.
+
+    A model trained under mixed precision or MirroredStrategy carries float16 layer policies or
+    distributed variables; the saved model must be plain float32 for conversion to TFLite/ONNX.
+    """
+    with precision_policy(False):
+        backbone = build_backbone(plan.config.arch, plan.size, WeightsChoice("none"))
+        copy = build_classifier(
+            plan.config.arch, backbone, num_classes, dropout=plan.config.dropout
+        ).model
+    copy.set_weights(trained.get_weights())
+    return copy
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+
+
+def _publish(partial: Path, out: Path) -> None:
+    """Move the finished ``RUN_DIR.partial`` into place (replacing an earlier run)."""
+    old = out.with_name(out.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if out.exists():
+        os.replace(out, old)
+    os.replace(partial, out)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def train(config: TrainConfig, progress: Progress = QUIET) -> TrainResult:
+    """Train a classifier and write its run directory.
+
+    Raises:
+        TrainingError: bad options, weights or input size, a run directory that cannot be
+            written, or training failed.
+        DatasetError: the dataset folder is unusable (no images, a single class, ...).
+    """
+    started = time.perf_counter()
+    plan = check_config(config)
+    scanned = scan_dataset(plan.data)  # the cheap dataset errors come before any TensorFlow work
+    check_out_dir(plan.out, scanned.root, config.force)
+
+    import keras
+
+    gpus = visible_gpus()
+    mixed = resolve_mixed_precision(config.mixed_precision, gpus)
+    strategy_name = resolve_strategy(config.strategy, gpus)
+    keras.utils.set_random_seed(config.seed)
+    strategy = make_strategy(strategy_name)
+    replicas = int(strategy.num_replicas_in_sync)
+    progress.stage(
+        f"devices: {gpus} GPU(s) visible; mixed precision {'on' if mixed else 'off'}; "
+        f"strategy {strategy_name} ({replicas} replica{'s' if replicas != 1 else ''})"
+    )
+
+    size_text = f"{plan.size[0]}x{plan.size[1]}"
+    progress.stage(f"building {config.arch} at {size_text} with {plan.weights.label} weights")
+    with precision_policy(mixed), strategy.scope():
+        backbone = build_backbone(config.arch, plan.size, plan.weights)
+    if config.fine_tune_layers > len(backbone.layers):
+        raise TrainingError(
+            f"--fine-tune-layers {config.fine_tune_layers} exceeds the {len(backbone.layers)} "
+            f"layers of {config.arch}"
+        )
+
+    progress.stage(
+        f"reading {len(scanned.samples)} images of {len(scanned.labels)} classes at {size_text} "
+        f"({config.resize}, {config.interpolation}) with the device's preprocessing"
+    )
+    prepared = prepare_dataset(
+        plan.data,
+        plan.spec,
+        fractions=config.fractions,
+        seed=config.seed,
+        group_pattern=config.group_pattern,
+        min_per_class=config.min_per_class,
+        workers=config.workers,
+        progress=progress,
+    )
+    report = prepared.report
+    splits = prepared.splits
+    if report.corrupt:
+        progress.note(f"skipped {len(report.corrupt)} unreadable files (listed in report.json)")
+    progress.note(
+        f"split: {len(splits.train)} train, {len(splits.val)} val, {len(splits.test)} test"
+        + (f"; groups by '{config.group_pattern}'" if config.group_pattern else "")
+    )
+    if report.imbalance_ratio > 1.5:
+        progress.note(
+            f"class imbalance {report.imbalance_ratio:.1f} (largest/smallest)"
+            + ("; class weights on" if config.class_weights else "")
+        )
+
+    labels = list(splits.labels)
+    num_classes = len(labels)
+    y_train, y_val, y_test = (splits.targets(n) for n in ("train", "val", "test"))
+    class_weights = _class_weights(y_train, num_classes, config.class_weights)
+    x_train, x_val = prepared.images["train"], prepared.images["val"]
+    validation_images = (model_input(x_val), y_val)
+    phases: list[Phase] = []
+    cache_info: dict[str, Any] = {}
+    batch = config.batch_size
+
+    with precision_policy(mixed), strategy.scope():
+        if plan.weights.pretrained:
+            mode = "frozen-features" + ("+fine-tune" if config.fine_tune_layers else "")
+            classifier = build_classifier(
+                config.arch, backbone, num_classes, dropout=config.dropout
+            )
+            backbone.trainable = False
+            cache = FeatureCache(
+                plan.cache_root,
+                {
+                    "arch": config.arch,
+                    "weights": plan.weights.identity(),
+                    "input_size": list(plan.size),
+                    "resize": config.resize,
+                    "interpolation": config.interpolation,
+                    "precision": "mixed_float16" if mixed else "float32",
+                    "augment": plan.policy.key(),
+                },
+            )
+            variants = list(range(config.augment_variants + 1))
+            progress.stage(
+                f"computing bottleneck features of the frozen {config.arch}: "
+                f"{len(x_train)} train images x {len(variants)} variants + {len(x_val)} val "
+                f"(cache: {cache.folder or 'off'})"
+            )
+            train_features = compute_features(
+                classifier.features,
+                x_train,
+                prepared.digests["train"],
+                variants,
+                cache,
+                policy=plan.policy,
+                batch_size=max(batch, 32),
+                progress=progress,
+                desc="train features",
+            )
+            val_features = compute_features(
+                classifier.features,
+                x_val,
+                prepared.digests["val"],
+                [0],
+                cache,
+                batch_size=max(batch, 32),
+                progress=progress,
+                desc="val features",
+            )[0]
+            cache_info = {
+                "dir": str(cache.folder) if cache.folder else None,
+                "hits": cache.hits,
+                "misses": cache.misses,
+            }
+            progress.note(f"features: {cache.hits} from the cache, {cache.misses} computed")
+
+            head = build_head(classifier.feature_dim, num_classes, config.dropout)
+            head.compile(
+                optimizer=keras.optimizers.Adam(config.learning_rate),
+                loss="sparse_categorical_crossentropy",
+                metrics=["accuracy"],
+            )
+            features = train_features.reshape(-1, classifier.feature_dim)
+            targets = np.tile(y_train, len(variants))
+            progress.stage(
+                f"training the new head on cached features: up to {config.epochs} epochs, "
+                f"{len(features)} examples, learning rate {config.learning_rate:g}"
+            )
+            phases.append(
+                fit_phase(
+                    "head",
+                    head,
+                    features,
+                    (val_features, y_val),
+                    epochs=config.epochs,
+                    steps=math.ceil(len(features) / batch),
+                    patience=config.patience,
+                    progress=progress,
+                    batch_size=batch,
+                    targets=targets,
+                    sample_weight=class_weights[targets],
+                )
+            )
+            classifier.model.get_layer(HEAD_DENSE).set_weights(
+                head.get_layer(HEAD_DENSE).get_weights()
+            )
+            if config.fine_tune_layers and config.fine_tune_epochs:
+                count = unfreeze_top_layers(backbone, config.fine_tune_layers)
+                progress.stage(
+                    f"fine-tuning the top {config.fine_tune_layers} layers of {config.arch} "
+                    f"({count} with weights; BatchNorm frozen) end-to-end with augmentation: "
+                    f"up to {config.fine_tune_epochs} epochs, learning rate "
+                    f"{config.fine_tune_learning_rate:g}"
+                )
+                classifier.model.compile(
+                    optimizer=keras.optimizers.Adam(config.fine_tune_learning_rate),
+                    loss="sparse_categorical_crossentropy",
+                    metrics=["accuracy"],
+                )
+                phases.append(
+                    fit_phase(
+                        "fine-tune",
+                        classifier.model,
+                        augmented_batches(
+                            x_train, y_train, class_weights, batch, config.seed, plan.policy
+                        ),
+                        validation_images,
+                        epochs=config.fine_tune_epochs,
+                        steps=math.ceil(len(x_train) / batch),
+                        patience=config.patience,
+                        progress=progress,
+                        batch_size=batch,
+                    )
+                )
+        else:
+            mode = "end-to-end"
+            classifier = build_classifier(
+                config.arch,
+                backbone,
+                num_classes,
+                dropout=config.dropout,
+                freeze_batchnorm=False,
+            )
+            quicken_batchnorm(backbone)
+            steps = math.ceil(len(x_train) / batch)
+            schedule = keras.optimizers.schedules.CosineDecay(
+                config.learning_rate, decay_steps=max(1, config.epochs * steps), alpha=0.02
+            )
+            classifier.model.compile(
+                optimizer=keras.optimizers.Adam(schedule),
+                loss="sparse_categorical_crossentropy",
+                metrics=["accuracy"],
+            )
+            progress.stage(
+                f"training the whole {config.arch} from scratch with augmentation "
+                f"(--weights none: frozen random features would be useless): up to "
+                f"{config.epochs} epochs, learning rate {config.learning_rate:g} (cosine decay)"
+            )
+            phases.append(
+                fit_phase(
+                    "end-to-end",
+                    classifier.model,
+                    augmented_batches(
+                        x_train, y_train, class_weights, batch, config.seed, plan.policy
+                    ),
+                    validation_images,
+                    epochs=config.epochs,
+                    steps=steps,
+                    patience=config.patience,
+                    progress=progress,
+                    batch_size=batch,
+                )
+            )
+
+    model = _export_copy(plan, classifier.model, num_classes)
+    x_test = prepared.images["test"]
+    progress.stage(f"evaluating on the held-out test split ({len(x_test)} images)")
+    val_probabilities = model.predict(validation_images[0], batch_size=batch, verbose=0)
+    test_probabilities = model.predict(model_input(x_test), batch_size=batch, verbose=0)
+    val_accuracy = float(np.mean(np.argmax(val_probabilities, axis=1) == y_val))
+    evaluation = evaluate(
+        np.asarray(test_probabilities, dtype=np.float64),
+        y_test,
+        labels,
+        paths=[s.path for s in splits.test],
+    )
+    evaluation["split"] = "test"
+    evaluation["counts"] = report.to_json()["split_counts"]
+    evaluation["corrupt_skipped"] = [{"path": p, "reason": r} for p, r in report.corrupt]
+    progress.note(
+        f"test top-1 {evaluation['top1']:.2%}, top-{evaluation['top5_k']} "
+        f"{evaluation['top5']:.2%}; validation top-1 {val_accuracy:.2%}"
+    )
+
+    run = {
+        "schema": RUN_SCHEMA,
+        "arch": config.arch,
+        "weights": plan.weights.label,
+        "weights_identity": plan.weights.identity(),
+        "input_size": list(plan.size),
+        "resize": config.resize,
+        "interpolation": config.interpolation,
+        "color": "RGB",
+        "input_range": [0, 255],
+        "labels": labels,
+        "data": str(scanned.root),
+        "dataset_fingerprint": prepared.fingerprint,
+        "training_mode": mode,
+        "epochs": config.epochs,
+        "fine_tune_layers": config.fine_tune_layers if plan.weights.pretrained else 0,
+        "fine_tune_epochs": config.fine_tune_epochs if config.fine_tune_layers else 0,
+        "batch_size": config.batch_size,
+        "learning_rate": config.learning_rate,
+        "fine_tune_learning_rate": config.fine_tune_learning_rate,
+        "dropout": config.dropout,
+        "patience": config.patience,
+        "augment_variants": config.augment_variants if plan.weights.pretrained else 0,
+        "augmentation": json.loads(plan.policy.key()),
+        "class_weights": config.class_weights,
+        "seed": config.seed,
+        "split_fractions": list(check_fractions(config.fractions)),
+        "given_splits": scanned.given is not None,
+        "group_pattern": config.group_pattern or None,
+        "images": {n: len(splits.get(n)) for n in ("train", "val", "test")},
+        "corrupt_skipped": len(report.corrupt),
+        "validation_accuracy": round(val_accuracy, 6),
+        "test_accuracy": evaluation["top1"],
+        "test_top5": evaluation["top5"],
+        "mixed_precision": mixed,
+        "strategy": strategy_name,
+        "replicas": replicas,
+        "feature_cache": cache_info or None,
+        "phases": [phase.to_json() for phase in phases],
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "duration_s": 0.0,
+        "versions": _versions(),
+    }
+
+    progress.stage(f"writing {plan.out}")
+    partial = plan.out.with_name(plan.out.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    try:
+        model.save(partial / "model.keras")
+        (partial / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
+        splits.save(partial / "splits.json")
+        _write_json(partial / "report.json", evaluation)
+        plot_confusion_matrix(
+            evaluation["confusion_matrix"],
+            labels,
+            partial / "confusion_matrix.png",
+            f"{config.arch}: test top-1 {evaluation['top1']:.1%} ({len(x_test)} images)",
+        )
+        plot_training_curves([(p.name, p.history) for p in phases], partial / "training_curves.png")
+        run["duration_s"] = round(time.perf_counter() - started, 1)
+        _write_json(partial / "run.json", run)
+        _publish(partial, plan.out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return TrainResult(run_dir=plan.out.resolve(), run=run, report=evaluation)

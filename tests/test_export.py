@@ -215,6 +215,7 @@ def test_int8_that_fails_the_gate_stops_the_export_and_writes_nothing(
         ({"out": "existing-bundle"}, "already holds a bundle; pass --force"),
         ({"out": "other-files"}, "non-empty directory that is not a bundle"),
         ({"calibration": "0"}, "--calibration-images must be at least 1"),
+        ({"run": "no-train", "formats": "tflite-int8"}, "training split is empty"),
     ],
 )
 def test_bad_input_is_one_clear_line(
@@ -230,6 +231,11 @@ def test_bad_input_is_one_clear_line(
         run = tmp_path / "run"
         shutil.copytree(run_dir, run)
         (run / "model.keras").unlink()
+    elif change.get("run") == "no-train":
+        run = tmp_path / "run"
+        shutil.copytree(run_dir, run)
+        splits = json.loads((run / "splits.json").read_text())
+        (run / "splits.json").write_text(json.dumps({**splits, "train": []}))
     elif change.get("run") == "nowhere":
         run = tmp_path / "nowhere"
     out = tmp_path / "out"

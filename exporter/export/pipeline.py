@@ -221,6 +221,12 @@ def export_run(
     held_out, items = run.held_out()
     spec = run.preprocess_spec()
     wanted = [FORMATS[key] for key in options.formats]
+    # Chosen before the slow work so an empty training split is reported at once.
+    calibration_files = (
+        calibration_paths(run.split("train"), options.calibration_images, options.seed)
+        if any(f.needs_calibration for f in wanted)
+        else []
+    )
 
     model = _timed(say, f"loading {run.model_path}", lambda: load_keras_model(run))
     images = _timed(
@@ -236,14 +242,12 @@ def export_run(
     )
 
     calibration = None
-    calibration_count = 0
-    if any(f.needs_calibration for f in wanted):
-        paths = calibration_paths(run.split("train"), options.calibration_images, options.seed)
-        calibration_count = len(paths)
+    calibration_count = len(calibration_files)
+    if calibration_files:
         calibration = _timed(
             say,
-            f"preparing {len(paths)} calibration images (stratified, training split)",
-            lambda: load_images(paths, spec, progress=say, desc="calibration images"),
+            f"preparing {calibration_count} calibration images (stratified, training split)",
+            lambda: load_images(calibration_files, spec, progress=say, desc="calibration images"),
         )
 
     facts = ModelFacts(

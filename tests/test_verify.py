@@ -96,7 +96,12 @@ def test_verify_runs_every_artifact_through_the_runtime(
     ]
     assert result["reference"] == "keras float model"
     assert result["images"] == 60 and result["failure"] is None
-    rows = {row["artifact"]: row for row in result["artifacts"]}
+    rows = {row["file"]: row for row in result["artifacts"]}
+    assert [row["artifact"] for row in result["artifacts"]] == [
+        "tflite-fp32",
+        "tflite-int8",
+        "onnx-fp32",
+    ]
     assert rows["model-fp32.tflite"]["agreement_with_float"] == 1.0
     assert rows["model-fp32.tflite"]["max_abs_diff"] < 1e-4
     # Same data, same runtime: the figures recorded at export come back.
@@ -116,7 +121,9 @@ def test_verify_on_a_class_folder_dataset_uses_the_fp32_artifact_as_reference(
     assert code == 0
     assert out.splitlines()[0] == f"150 images: all images of {data.resolve()}"
     assert "reference: model-fp32.tflite" in out
-    assert [line.split()[0] for line in out.splitlines()[3:]] == ["model-int8.tflite"]
+    assert [line.split()[:2] for line in out.splitlines()[3:]] == [
+        ["tflite-int8", "model-int8.tflite"]
+    ]
 
     stray = tmp_path / "data"
     shutil.copytree(data / "red", stray / "red")
@@ -163,5 +170,5 @@ def test_verify_bad_input_and_failing_artifacts(
     assert "model-int8.tflite" in captured.out
     err = captured.err.strip()
     assert len(err.splitlines()) == 1
-    assert err.startswith("edge-export: error: model-int8.tflite (model-int8.tflite) loses")
+    assert err.startswith("edge-export: error: tflite-int8 (model-int8.tflite) loses")
     assert "--max-accuracy-drop" in err

@@ -192,13 +192,16 @@ class BundleVerification:
     reference_accuracy: float | None
     reports: list[ArtifactReport]
     recorded: dict[str, float | None]
+    sizes: dict[str, int] = field(default_factory=dict)
 
     def rows(self) -> list[dict[str, Any]]:
         return [
             {
                 "artifact": r.key,
+                "file": r.path.name,
+                "bytes": self.sizes.get(r.path.name),
                 "accuracy": r.accuracy,
-                "recorded_accuracy": self.recorded.get(r.key),
+                "recorded_accuracy": self.recorded.get(r.path.name),
                 "agreement_with_float": r.agreement_with_float,
                 "max_abs_diff": r.max_abs_diff,
                 "latency_ms": r.latency_ms,
@@ -305,10 +308,17 @@ def verify_bundle(
             say.stage(f"verifying {item.path} on {len(items)} images")
             reports.append(
                 verify_artifact(
-                    item.path, bundle.path_of(item.path), labels, images, truth, reference, threads
+                    f"{item.format}-{item.precision}",
+                    bundle.path_of(item.path),
+                    labels,
+                    images,
+                    truth,
+                    reference,
+                    threads,
                 )
             )
         recorded = {a.path: a.accuracy for a in manifest.artifacts}
+        sizes = {a.path: a.bytes for a in manifest.artifacts}
     return BundleVerification(
         source=description,
         count=len(items),
@@ -318,4 +328,5 @@ def verify_bundle(
         ),
         reports=reports,
         recorded=recorded,
+        sizes=sizes,
     )

@@ -128,7 +128,13 @@ def scan_dataset(root: str | os.PathLike[str]) -> ScannedDataset:
     if not root_path.is_dir():
         raise DatasetError(f"dataset path {root_path} is not a folder")
     root_path = root_path.resolve()
+    try:
+        return _scan(root_path)
+    except OSError as exc:
+        raise DatasetError(f"cannot read dataset folder {root_path}: {exc}") from exc
 
+
+def _scan(root_path: Path) -> ScannedDataset:
     if _has_split_folders(root_path):
         return _scan_given_splits(root_path)
 

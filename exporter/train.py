@@ -561,7 +561,11 @@ def train(config: TrainConfig, progress: Progress = QUIET) -> TrainResult:
     )
 
     size_text = f"{plan.size[0]}x{plan.size[1]}"
-    progress.stage(f"building {config.arch} at {size_text} with {plan.weights.label} weights")
+    origin = {"imagenet": "ImageNet weights", "none": "random weights (--weights none)"}
+    progress.stage(
+        f"building {config.arch} at {size_text} with "
+        + origin.get(plan.weights.kind, f"the weights of {plan.weights.label}")
+    )
     with precision_policy(mixed), strategy.scope():
         backbone = build_backbone(config.arch, plan.size, plan.weights)
     if config.fine_tune_layers > len(backbone.layers):
@@ -610,7 +614,8 @@ def train(config: TrainConfig, progress: Progress = QUIET) -> TrainResult:
 
     with precision_policy(mixed), strategy.scope():
         if plan.weights.pretrained:
-            mode = "frozen-features" + ("+fine-tune" if config.fine_tune_layers else "")
+            fine_tune = bool(config.fine_tune_layers and config.fine_tune_epochs)
+            mode = "frozen-features" + ("+fine-tune" if fine_tune else "")
             classifier = build_classifier(
                 config.arch, backbone, num_classes, dropout=config.dropout
             )
@@ -691,7 +696,7 @@ def train(config: TrainConfig, progress: Progress = QUIET) -> TrainResult:
             classifier.model.get_layer(HEAD_DENSE).set_weights(
                 head.get_layer(HEAD_DENSE).get_weights()
             )
-            if config.fine_tune_layers and config.fine_tune_epochs:
+            if fine_tune:
                 count = unfreeze_top_layers(backbone, config.fine_tune_layers)
                 progress.stage(
                     f"fine-tuning the top {config.fine_tune_layers} layers of {config.arch} "
@@ -794,8 +799,8 @@ def train(config: TrainConfig, progress: Progress = QUIET) -> TrainResult:
         "dataset_fingerprint": prepared.fingerprint,
         "training_mode": mode,
         "epochs": config.epochs,
-        "fine_tune_layers": config.fine_tune_layers if plan.weights.pretrained else 0,
-        "fine_tune_epochs": config.fine_tune_epochs if config.fine_tune_layers else 0,
+        "fine_tune_layers": config.fine_tune_layers if mode.endswith("fine-tune") else 0,
+        "fine_tune_epochs": config.fine_tune_epochs if mode.endswith("fine-tune") else 0,
         "batch_size": config.batch_size,
         "learning_rate": config.learning_rate,
         "fine_tune_learning_rate": config.fine_tune_learning_rate,

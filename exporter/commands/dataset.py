@@ -35,7 +35,9 @@ def parse_fractions(text: str) -> tuple[float, float, float]:
     return (values[0], values[1], values[2])
 
 
-def add_split_options(parser: argparse.ArgumentParser) -> None:
+def add_split_options(
+    parser: argparse.ArgumentParser, seed_help: str = "random seed of the split (default 0)"
+) -> None:
     """Options that decide how a dataset is split (shared with ``edge-export train``)."""
     parser.add_argument(
         "--split",
@@ -44,7 +46,7 @@ def add_split_options(parser: argparse.ArgumentParser) -> None:
         help="fractions of each class for train, val and test (default 0.7,0.15,0.15); "
         "ignored where DATA has train/, val/ and test/ folders",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
+    parser.add_argument("--seed", type=int, default=0, help=seed_help)
     parser.add_argument(
         "--group-pattern",
         metavar="REGEX",

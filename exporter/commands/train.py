@@ -76,8 +76,9 @@ def register(subparsers: Any) -> None:
         "--arch",
         default="inception_v3",
         choices=ARCH_CHOICES,
-        help="backbone (default inception_v3); tiny_cnn is a small built-in CNN for from-scratch "
-        "training on small images",
+        metavar="ARCH",
+        help=f"backbone: {', '.join(ARCH_CHOICES)} (default inception_v3); tiny_cnn is a small "
+        "built-in CNN for from-scratch training on small images",
     )
     parser.add_argument(
         "--weights",
@@ -104,15 +105,20 @@ def register(subparsers: Any) -> None:
         choices=("nearest", "linear", "area", "cubic", "lanczos"),
         help="resize interpolation (default area)",
     )
-    add_split_options(parser)
+    add_split_options(
+        parser, seed_help="random seed of the split, augmentation and training (default 0)"
+    )
     group = parser.add_argument_group("training")
     group.add_argument(
         "--epochs",
         type=int,
+        metavar="N",
         default=20,
         help="epochs of head (or from-scratch) training (default 20)",
     )
-    group.add_argument("--batch-size", type=int, default=32, help="global batch size (default 32)")
+    group.add_argument(
+        "--batch-size", type=int, default=32, metavar="N", help="global batch size (default 32)"
+    )
     group.add_argument(
         "--learning-rate",
         type=float,
@@ -145,6 +151,7 @@ def register(subparsers: Any) -> None:
     group.add_argument(
         "--dropout",
         type=float,
+        metavar="RATE",
         default=0.2,
         help="dropout before the new classification layer (default 0.2)",
     )

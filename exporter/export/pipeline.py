@@ -12,7 +12,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -150,7 +150,6 @@ def check_options(options: ExportOptions) -> ExportOptions:
         ExportError: a bad name, version, format, limit or destination.
     """
     check_name(options.name)
-    check_version(options.version)
     formats = parse_formats(options.formats)
     if options.calibration_images < 1:
         raise ExportError(
@@ -162,14 +161,12 @@ def check_options(options: ExportOptions) -> ExportOptions:
         raise ExportError(f"--threshold must be between 0 and 1, got {options.threshold}")
     if options.samples_per_class < 0:
         raise ExportError("samples per class must be 0 or more")
+    if options.opset < 13:
+        raise ExportError(
+            f"--opset must be 13 or more (per-channel int8 needs it), got {options.opset}"
+        )
     check_destination(options.out, options.force, options.tar)
-    return options if formats == options.formats else _replace(options, formats=formats)
-
-
-def _replace(options: ExportOptions, **changes: Any) -> ExportOptions:
-    from dataclasses import replace
-
-    return replace(options, **changes)
+    return replace(options, version=check_version(options.version), formats=formats)
 
 
 def load_keras_model(run: RunDirectory) -> Any:

@@ -17,6 +17,7 @@ machine is shared and noisy.
     python benchmarks/export.py --work /tmp/export-bench --write-docs
     python benchmarks/export.py --quick          # a smoke run with tiny settings
     python benchmarks/export.py --from-json /tmp/export-bench/export-benchmark.json --write-docs
+    python benchmarks/export.py --from-json /tmp/export-bench/export-benchmark.json --retime
 """
 
 from __future__ import annotations
@@ -164,24 +165,32 @@ def export_case(case: Case, work: Path, run_dir: Path, calibration: int) -> Any:
     return result
 
 
-def time_artifact(bundle: Path, artifact: str, threads: int, runs: int) -> float:
-    """Median milliseconds of one inference through the runtime (preparation excluded)."""
+def time_artifacts(bundle: Path, files: list[str], threads: int, runs: int) -> dict[str, float]:
+    """Median milliseconds of one inference per artifact, through the runtime (preparation
+    excluded). The artifacts take turns, one inference each per round, so load from other
+    processes on a shared machine slows them alike and the ratios hold."""
     import numpy as np
 
     from edge_runtime.backends import BackendOptions
     from edge_runtime.model import load_model
 
-    with load_model(
-        bundle, artifact=artifact, options=BackendOptions(threads=threads, warmup=3)
-    ) as model:
-        frame = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
-        tensor = np.array(model.prepare(frame), copy=True)
-        times = []
+    frame = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    models = {
+        name: load_model(bundle, artifact=name, options=BackendOptions(threads=threads, warmup=3))
+        for name in files
+    }
+    try:
+        tensors = {name: np.array(m.prepare(frame), copy=True) for name, m in models.items()}
+        times: dict[str, list[float]] = {name: [] for name in files}
         for _ in range(runs):
-            start = time.perf_counter()
-            model.infer(tensor)
-            times.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(times)
+            for name, model in models.items():
+                start = time.perf_counter()
+                model.infer(tensors[name])
+                times[name].append((time.perf_counter() - start) * 1000.0)
+    finally:
+        for model in models.values():
+            model.close()
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def run_case(case: Case, work: Path, threads: int, calibration: int, seed: int) -> dict[str, Any]:
@@ -189,12 +198,11 @@ def run_case(case: Case, work: Path, threads: int, calibration: int, seed: int) 
     run_dir = train_case(case, work, data, seed)
     result = export_case(case, work, run_dir, calibration)
     bundle = result.bundle.root
-    artifacts = []
-    for row in result.rows():
-        _say(f"timing {row['file']} ({threads} threads, {case.runs} runs)")
-        row = dict(row)
-        row["latency_ms_threads"] = time_artifact(bundle, row["file"], threads, case.runs)
-        artifacts.append(row)
+    artifacts = [dict(row) for row in result.rows()]
+    _say(f"timing {len(artifacts)} artifacts ({threads} threads, {case.runs} rounds)")
+    latency = time_artifacts(bundle, [row["file"] for row in artifacts], threads, case.runs)
+    for row in artifacts:
+        row["latency_ms_threads"] = latency[row["file"]]
     run = json.loads((run_dir / "run.json").read_text())
     return {
         "case": case.key,
@@ -206,6 +214,8 @@ def run_case(case: Case, work: Path, threads: int, calibration: int, seed: int) 
         "held_out": {"split": result.held_out, "images": result.images},
         "float_accuracy": result.float_accuracy,
         "threads": threads,
+        "bundle": str(bundle),
+        "runs": case.runs,
         "artifacts": artifacts,
     }
 
@@ -227,6 +237,29 @@ def ratios(case: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def cpu_description() -> str:
+    """CPU model and the instruction sets that decide int8 speed (dot products)."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and ":" in line:
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and ":" in line:
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
+    have = [f for f in wanted if f in flags]
+    return f"{model} ({', '.join(have) or 'no AVX2/VNNI'}; {os.cpu_count()} cores)"
+
+
+def load_average() -> str:
+    try:
+        return ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
 def markdown(results: dict[str, Any]) -> str:
     lines = [
         SECTION,
@@ -235,9 +268,11 @@ def markdown(results: dict[str, Any]) -> str:
         f"{results['date']}. Each artifact was exported by `edge-export export`, verified through "
         "the runtime on the held-out split of a rendered traffic-sign dataset "
         f"(`edge-export dataset synth`), then timed through the runtime with "
-        f"{results['threads']} threads (median inference, preparation excluded). The machine is "
-        "shared: read the ratios, not the absolute milliseconds. This CPU has AVX-512 VNNI, so "
-        "int8 gains here exceed what a Raspberry Pi shows.",
+        f"{results['threads']} thread(s) (median inference, preparation excluded; the artifacts "
+        "take turns, one inference each per round). The machine is shared (load average "
+        f"{results.get('load', 'unknown')} while timing): read the ratios, not the absolute "
+        "milliseconds. int8 speed depends on the CPU's integer dot-product instructions "
+        "(x86 VNNI/AMX, ARM dotprod): without them int8 gains little over fp32.",
         "",
     ]
     for case in results["cases"]:
@@ -308,10 +343,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--from-json", type=Path, metavar="FILE", help="only render results saved by a run"
     )
+    parser.add_argument(
+        "--retime", action="store_true", help="with --from-json: time its bundles again"
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.from_json:
-        section = markdown(json.loads(args.from_json.read_text()))
+        results = json.loads(args.from_json.read_text())
+        if args.retime:
+            for case in results["cases"]:
+                files = [row["file"] for row in case["artifacts"]]
+                _say(f"timing {case['case']} again ({args.threads} threads, {case['runs']} rounds)")
+                latency = time_artifacts(Path(case["bundle"]), files, args.threads, case["runs"])
+                for row in case["artifacts"]:
+                    row["latency_ms_threads"] = latency[row["file"]]
+            results["threads"] = args.threads
+            results["date"] = time.strftime("%Y-%m-%d")
+            results["machine"] = f"{cpu_description()}, Python {platform.python_version()}"
+            results["load"] = load_average()
+            args.from_json.write_text(json.dumps(results, indent=2, default=str))
+        section = markdown(results)
         print(section)
         if args.write_docs:
             write_docs(section)
@@ -326,8 +377,8 @@ def main(argv: list[str] | None = None) -> int:
                         10, 1, case.random_frozen, 5)  # fmt: skip
         cases.append(run_case(case, args.work, args.threads, args.calibration_images, args.seed))
     results = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}",
+        "machine": f"{cpu_description()}, Python {platform.python_version()}",
+        "load": load_average(),
         "date": time.strftime("%Y-%m-%d"),
         "threads": args.threads,
         "cases": cases,

@@ -308,10 +308,25 @@ def markdown(results: dict[str, Any]) -> str:
             f"{size[0]:.2f}x, ONNX {size[1]:.2f}x. Top-1 points lost by int8 against float: "
             f"{drops} (target: at most 1.0).",
             "",
+            f"Targets on this machine: int8 within 1.0 point of float: "
+            f"{_verdict(float_acc, int8, case['held_out']['images'])}; TFLite int8 at least 2x "
+            f"faster than TFLite fp32: {'met' if speed[0] >= 2 else 'not met'}.",
+            "",
         ]
     if results.get("notes"):
         lines += [*results["notes"], ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _verdict(float_acc: float, rows: dict[str, Any], images: int) -> str:
+    parts = []
+    for key in ("tflite-int8", "onnx-int8"):
+        if key in rows:
+            lost = (float_acc - rows[key]["accuracy"]) * 100
+            changed = round(abs(lost) * images / 100)
+            state = "met" if lost <= 1.0 + 1e-9 else "not met"
+            parts.append(f"{key} {state} (net {changed} of {images} images)")
+    return ", ".join(parts)
 
 
 def write_docs(section: str, path: Path = DOCS) -> None:

@@ -159,9 +159,11 @@ def accuracy(args: argparse.Namespace) -> dict[str, Any]:
             epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
             patience=args.patience, seed=args.seed, force=bool(args.out), use_cache=False,
         )  # fmt: skip
+        load_before = os.getloadavg()[0]
         start = time.perf_counter()
         result = train(config, progress=say)
         wall = time.perf_counter() - start
+        load_after = os.getloadavg()[0]
         figures: dict[str, Any] = {
             "benchmark": "accuracy",
             "data": str(Path(args.data).resolve()),
@@ -177,6 +179,7 @@ def accuracy(args: argparse.Namespace) -> dict[str, Any]:
             "float_top1_val": result.run["validation_accuracy"],
             "train_wall_s": round(wall, 1),
             "cpu_count": os.cpu_count(),
+            "load_average_1min": [round(load_before, 1), round(load_after, 1)],
         }
         if args.int8:
             figures.update(int8_top1(out, Path(tmp) / "bundle", say))
@@ -236,7 +239,9 @@ def markdown(figures: dict[str, Any], command: str) -> str:
         f"{figures['input_size'][1]}, split by '{figures['group_pattern']}': "
         f"{figures['images']['train']} train / {figures['images']['val']} val / "
         f"{figures['images']['test']} test images, {figures['epochs_run']} epochs, "
-        f"{figures['cpu_count']} CPU cores.",
+        f"{figures['cpu_count']} CPU cores (1-minute load average "
+        f"{figures['load_average_1min'][0]} at the start, {figures['load_average_1min'][1]} "
+        "at the end).",
         "",
         "| float top-1 (test) | top-5 | val top-1 | int8 TFLite top-1 (test) | train wall time |",
         "| ---: | ---: | ---: | ---: | ---: |",

@@ -90,7 +90,7 @@ BACKBONES: dict[str, BackboneInfo] = {
         BackboneInfo(
             "tiny_cnn",
             None,
-            48,
+            32,
             16,
             "inside",
             False,

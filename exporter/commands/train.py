@@ -33,8 +33,9 @@ examples:
       --out runs/flowers
 
   # no pretrained weights: the whole network is trained from scratch, with augmentation:
-  edge-export train --data data/gtsrb --arch tiny_cnn --weights none --input-size 48 \\
-      --group-pattern '^(\\d+_\\d+)_' --epochs 60 --out runs/gtsrb
+  edge-export train --data data/gtsrb --arch tiny_cnn --weights none --input-size 32 \\
+      --group-pattern '^(\\d+_\\d+)_' --epochs 40 --learning-rate 0.002 --patience 0 \\
+      --out runs/gtsrb
 """
 
 

@@ -38,6 +38,7 @@ from edge_runtime.preprocess import PreprocessSpec
 from exporter.augment import AugmentPolicy, augment_image
 from exporter.backbones import (
     HEAD_DENSE,
+    Classifier,
     WeightsChoice,
     backbone_info,
     build_backbone,
@@ -51,6 +52,8 @@ from exporter.backbones import (
 from exporter.dataset import (
     DEFAULT_FRACTIONS,
     DEFAULT_MIN_PER_CLASS,
+    PreparedDataset,
+    Splits,
     check_fractions,
     compile_group_pattern,
     model_input,
@@ -534,6 +537,207 @@ def _publish(partial: Path, out: Path) -> None:
         shutil.rmtree(old)
 
 
+@dataclass
+class TrainingData:
+    """Prepared uint8 images and class indices of the train and val splits."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    class_weights: np.ndarray
+    train_digests: list[str]
+    val_digests: list[str]
+
+    @property
+    def validation(self) -> tuple[np.ndarray, np.ndarray]:
+        return model_input(self.x_val), self.y_val
+
+
+def _compile(model: Any, learning_rate: Any) -> None:
+    import keras
+
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+
+
+def _train_on_features(
+    plan: Plan, classifier: Classifier, data: TrainingData, mixed: bool, progress: Progress
+) -> tuple[str, list[Phase], dict[str, Any]]:
+    """Frozen backbone: cached features, the new head on them, then optional fine-tuning."""
+    config = plan.config
+    batch = config.batch_size
+    fine_tune = bool(config.fine_tune_layers and config.fine_tune_epochs)
+    classifier.backbone.trainable = False
+    cache = FeatureCache(
+        plan.cache_root,
+        {
+            "arch": config.arch,
+            "weights": plan.weights.identity(),
+            "input_size": list(plan.size),
+            "resize": config.resize,
+            "interpolation": config.interpolation,
+            "precision": "mixed_float16" if mixed else "float32",
+            "augment": plan.policy.key(),
+        },
+    )
+    variants = list(range(config.augment_variants + 1))
+    progress.stage(
+        f"computing bottleneck features of the frozen {config.arch}: {len(data.x_train)} train "
+        f"images x {len(variants)} variants + {len(data.x_val)} val "
+        f"(cache: {cache.folder or 'off'})"
+    )
+    extract = {"cache": cache, "batch_size": max(batch, 32), "progress": progress}
+    train_features = compute_features(
+        classifier.features, data.x_train, data.train_digests, variants,
+        policy=plan.policy, desc="train features", **extract,
+    )  # fmt: skip
+    val_features = compute_features(
+        classifier.features, data.x_val, data.val_digests, [0], desc="val features", **extract
+    )[0]
+    cache_info = {
+        "dir": str(cache.folder) if cache.folder else None,
+        "hits": cache.hits,
+        "misses": cache.misses,
+    }
+    progress.note(f"features: {cache.hits} from the cache, {cache.misses} computed")
+
+    head = build_head(classifier.feature_dim, len(data.class_weights), config.dropout)
+    _compile(head, config.learning_rate)
+    features = train_features.reshape(-1, classifier.feature_dim)
+    targets = np.tile(data.y_train, len(variants))
+    progress.stage(
+        f"training the new head on cached features: up to {config.epochs} epochs, "
+        f"{len(features)} examples, learning rate {config.learning_rate:g}"
+    )
+    phases = [
+        fit_phase(
+            "head", head, features, (val_features, data.y_val), epochs=config.epochs,
+            steps=math.ceil(len(features) / batch), patience=config.patience, progress=progress,
+            batch_size=batch, targets=targets, sample_weight=data.class_weights[targets],
+        )
+    ]  # fmt: skip
+    classifier.model.get_layer(HEAD_DENSE).set_weights(head.get_layer(HEAD_DENSE).get_weights())
+    if not fine_tune:
+        return "frozen-features", phases, cache_info
+
+    count = unfreeze_top_layers(classifier.backbone, config.fine_tune_layers)
+    progress.stage(
+        f"fine-tuning the top {config.fine_tune_layers} layers of {config.arch} ({count} with "
+        f"weights; BatchNorm frozen) end-to-end with augmentation: up to "
+        f"{config.fine_tune_epochs} epochs, learning rate {config.fine_tune_learning_rate:g}"
+    )
+    _compile(classifier.model, config.fine_tune_learning_rate)
+    batches = augmented_batches(
+        data.x_train, data.y_train, data.class_weights, batch, config.seed, plan.policy
+    )
+    phases.append(
+        fit_phase(
+            "fine-tune", classifier.model, batches, data.validation,
+            epochs=config.fine_tune_epochs, steps=len(batches), patience=config.patience,
+            progress=progress, batch_size=batch,
+        )
+    )  # fmt: skip
+    return "frozen-features+fine-tune", phases, cache_info
+
+
+def _train_from_scratch(
+    plan: Plan, classifier: Classifier, data: TrainingData, progress: Progress
+) -> tuple[str, list[Phase], dict[str, Any]]:
+    """Random weights: the whole network trains end-to-end with augmentation."""
+    import keras
+
+    config = plan.config
+    quicken_batchnorm(classifier.backbone)
+    if config.fine_tune_layers:
+        progress.note("--fine-tune-layers is ignored with --weights none: all layers train")
+    batches = augmented_batches(
+        data.x_train, data.y_train, data.class_weights, config.batch_size, config.seed,
+        plan.policy,
+    )  # fmt: skip
+    schedule = keras.optimizers.schedules.CosineDecay(
+        config.learning_rate, decay_steps=max(1, config.epochs * len(batches)), alpha=0.02
+    )
+    _compile(classifier.model, schedule)
+    progress.stage(
+        f"training the whole {config.arch} from scratch with augmentation (--weights none: "
+        f"frozen random features would be useless): up to {config.epochs} epochs, learning "
+        f"rate {config.learning_rate:g} (cosine decay)"
+    )
+    phase = fit_phase(
+        "end-to-end", classifier.model, batches, data.validation, epochs=config.epochs,
+        steps=len(batches), patience=config.patience, progress=progress,
+        batch_size=config.batch_size,
+    )  # fmt: skip
+    return "end-to-end", [phase], {}
+
+
+def _evaluate(
+    model: Any, data: TrainingData, prepared: PreparedDataset, batch: int, progress: Progress
+) -> tuple[float, dict[str, Any]]:
+    """Validation top-1 and the test-split report of the model that is saved."""
+    splits = prepared.splits
+    x_test, y_test = prepared.images["test"], splits.targets("test")
+    progress.stage(f"evaluating on the held-out test split ({len(x_test)} images)")
+    val_probabilities = model.predict(data.validation[0], batch_size=batch, verbose=0)
+    test_probabilities = model.predict(model_input(x_test), batch_size=batch, verbose=0)
+    val_accuracy = float(np.mean(np.argmax(val_probabilities, axis=1) == data.y_val))
+    evaluation = evaluate(
+        np.asarray(test_probabilities, dtype=np.float64),
+        y_test,
+        list(splits.labels),
+        paths=[s.path for s in splits.test],
+    )
+    evaluation["split"] = "test"
+    evaluation["counts"] = prepared.report.to_json()["split_counts"]
+    evaluation["corrupt_skipped"] = [{"path": p, "reason": r} for p, r in prepared.report.corrupt]
+    progress.note(
+        f"test top-1 {evaluation['top1']:.2%}, top-{evaluation['top5_k']} "
+        f"{evaluation['top5']:.2%}; validation top-1 {val_accuracy:.2%}"
+    )
+    return val_accuracy, evaluation
+
+
+def _write_run(
+    plan: Plan,
+    model: Any,
+    splits: Splits,
+    evaluation: dict[str, Any],
+    phases: list[Phase],
+    run: dict[str, Any],
+    started: float,
+    progress: Progress,
+) -> None:
+    """Write every file into ``RUN_DIR.partial``, then move it into place; on failure remove it."""
+    progress.stage(f"writing {plan.out}")
+    partial = plan.out.with_name(plan.out.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    try:
+        model.save(partial / "model.keras")
+        (partial / "labels.txt").write_text("\n".join(splits.labels) + "\n", encoding="utf-8")
+        splits.save(partial / "splits.json")
+        _write_json(partial / "report.json", evaluation)
+        plot_confusion_matrix(
+            evaluation["confusion_matrix"],
+            splits.labels,
+            partial / "confusion_matrix.png",
+            f"{plan.config.arch}: test top-1 {evaluation['top1']:.1%} "
+            f"({evaluation['images']} images)",
+        )
+        plot_training_curves([(p.name, p.history) for p in phases], partial / "training_curves.png")
+        run["duration_s"] = round(time.perf_counter() - started, 1)
+        _write_json(partial / "run.json", run)
+        _publish(partial, plan.out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+
+
 def train(config: TrainConfig, progress: Progress = QUIET) -> TrainResult:
     """Train a classifier and write its run directory.
 
@@ -604,185 +808,30 @@ def train(config: TrainConfig, progress: Progress = QUIET) -> TrainResult:
 
     labels = list(splits.labels)
     num_classes = len(labels)
-    y_train, y_val, y_test = (splits.targets(n) for n in ("train", "val", "test"))
-    class_weights = _class_weights(y_train, num_classes, config.class_weights)
-    x_train, x_val = prepared.images["train"], prepared.images["val"]
-    validation_images = (model_input(x_val), y_val)
-    phases: list[Phase] = []
-    cache_info: dict[str, Any] = {}
-    batch = config.batch_size
-
+    y_train = splits.targets("train")
+    data = TrainingData(
+        x_train=prepared.images["train"],
+        y_train=y_train,
+        x_val=prepared.images["val"],
+        y_val=splits.targets("val"),
+        class_weights=_class_weights(y_train, num_classes, config.class_weights),
+        train_digests=prepared.digests["train"],
+        val_digests=prepared.digests["val"],
+    )
     with precision_policy(mixed), strategy.scope():
         if plan.weights.pretrained:
-            fine_tune = bool(config.fine_tune_layers and config.fine_tune_epochs)
-            mode = "frozen-features" + ("+fine-tune" if fine_tune else "")
             classifier = build_classifier(
                 config.arch, backbone, num_classes, dropout=config.dropout
             )
-            backbone.trainable = False
-            cache = FeatureCache(
-                plan.cache_root,
-                {
-                    "arch": config.arch,
-                    "weights": plan.weights.identity(),
-                    "input_size": list(plan.size),
-                    "resize": config.resize,
-                    "interpolation": config.interpolation,
-                    "precision": "mixed_float16" if mixed else "float32",
-                    "augment": plan.policy.key(),
-                },
-            )
-            variants = list(range(config.augment_variants + 1))
-            progress.stage(
-                f"computing bottleneck features of the frozen {config.arch}: "
-                f"{len(x_train)} train images x {len(variants)} variants + {len(x_val)} val "
-                f"(cache: {cache.folder or 'off'})"
-            )
-            train_features = compute_features(
-                classifier.features,
-                x_train,
-                prepared.digests["train"],
-                variants,
-                cache,
-                policy=plan.policy,
-                batch_size=max(batch, 32),
-                progress=progress,
-                desc="train features",
-            )
-            val_features = compute_features(
-                classifier.features,
-                x_val,
-                prepared.digests["val"],
-                [0],
-                cache,
-                batch_size=max(batch, 32),
-                progress=progress,
-                desc="val features",
-            )[0]
-            cache_info = {
-                "dir": str(cache.folder) if cache.folder else None,
-                "hits": cache.hits,
-                "misses": cache.misses,
-            }
-            progress.note(f"features: {cache.hits} from the cache, {cache.misses} computed")
-
-            head = build_head(classifier.feature_dim, num_classes, config.dropout)
-            head.compile(
-                optimizer=keras.optimizers.Adam(config.learning_rate),
-                loss="sparse_categorical_crossentropy",
-                metrics=["accuracy"],
-            )
-            features = train_features.reshape(-1, classifier.feature_dim)
-            targets = np.tile(y_train, len(variants))
-            progress.stage(
-                f"training the new head on cached features: up to {config.epochs} epochs, "
-                f"{len(features)} examples, learning rate {config.learning_rate:g}"
-            )
-            phases.append(
-                fit_phase(
-                    "head",
-                    head,
-                    features,
-                    (val_features, y_val),
-                    epochs=config.epochs,
-                    steps=math.ceil(len(features) / batch),
-                    patience=config.patience,
-                    progress=progress,
-                    batch_size=batch,
-                    targets=targets,
-                    sample_weight=class_weights[targets],
-                )
-            )
-            classifier.model.get_layer(HEAD_DENSE).set_weights(
-                head.get_layer(HEAD_DENSE).get_weights()
-            )
-            if fine_tune:
-                count = unfreeze_top_layers(backbone, config.fine_tune_layers)
-                progress.stage(
-                    f"fine-tuning the top {config.fine_tune_layers} layers of {config.arch} "
-                    f"({count} with weights; BatchNorm frozen) end-to-end with augmentation: "
-                    f"up to {config.fine_tune_epochs} epochs, learning rate "
-                    f"{config.fine_tune_learning_rate:g}"
-                )
-                classifier.model.compile(
-                    optimizer=keras.optimizers.Adam(config.fine_tune_learning_rate),
-                    loss="sparse_categorical_crossentropy",
-                    metrics=["accuracy"],
-                )
-                phases.append(
-                    fit_phase(
-                        "fine-tune",
-                        classifier.model,
-                        augmented_batches(
-                            x_train, y_train, class_weights, batch, config.seed, plan.policy
-                        ),
-                        validation_images,
-                        epochs=config.fine_tune_epochs,
-                        steps=math.ceil(len(x_train) / batch),
-                        patience=config.patience,
-                        progress=progress,
-                        batch_size=batch,
-                    )
-                )
+            mode, phases, cache_info = _train_on_features(plan, classifier, data, mixed, progress)
         else:
-            mode = "end-to-end"
             classifier = build_classifier(
-                config.arch,
-                backbone,
-                num_classes,
-                dropout=config.dropout,
-                freeze_batchnorm=False,
+                config.arch, backbone, num_classes, dropout=config.dropout, freeze_batchnorm=False
             )
-            quicken_batchnorm(backbone)
-            steps = math.ceil(len(x_train) / batch)
-            schedule = keras.optimizers.schedules.CosineDecay(
-                config.learning_rate, decay_steps=max(1, config.epochs * steps), alpha=0.02
-            )
-            classifier.model.compile(
-                optimizer=keras.optimizers.Adam(schedule),
-                loss="sparse_categorical_crossentropy",
-                metrics=["accuracy"],
-            )
-            progress.stage(
-                f"training the whole {config.arch} from scratch with augmentation "
-                f"(--weights none: frozen random features would be useless): up to "
-                f"{config.epochs} epochs, learning rate {config.learning_rate:g} (cosine decay)"
-            )
-            phases.append(
-                fit_phase(
-                    "end-to-end",
-                    classifier.model,
-                    augmented_batches(
-                        x_train, y_train, class_weights, batch, config.seed, plan.policy
-                    ),
-                    validation_images,
-                    epochs=config.epochs,
-                    steps=steps,
-                    patience=config.patience,
-                    progress=progress,
-                    batch_size=batch,
-                )
-            )
+            mode, phases, cache_info = _train_from_scratch(plan, classifier, data, progress)
 
     model = _export_copy(plan, classifier.model, num_classes)
-    x_test = prepared.images["test"]
-    progress.stage(f"evaluating on the held-out test split ({len(x_test)} images)")
-    val_probabilities = model.predict(validation_images[0], batch_size=batch, verbose=0)
-    test_probabilities = model.predict(model_input(x_test), batch_size=batch, verbose=0)
-    val_accuracy = float(np.mean(np.argmax(val_probabilities, axis=1) == y_val))
-    evaluation = evaluate(
-        np.asarray(test_probabilities, dtype=np.float64),
-        y_test,
-        labels,
-        paths=[s.path for s in splits.test],
-    )
-    evaluation["split"] = "test"
-    evaluation["counts"] = report.to_json()["split_counts"]
-    evaluation["corrupt_skipped"] = [{"path": p, "reason": r} for p, r in report.corrupt]
-    progress.note(
-        f"test top-1 {evaluation['top1']:.2%}, top-{evaluation['top5_k']} "
-        f"{evaluation['top5']:.2%}; validation top-1 {val_accuracy:.2%}"
-    )
+    val_accuracy, evaluation = _evaluate(model, data, prepared, config.batch_size, progress)
 
     run = {
         "schema": RUN_SCHEMA,
@@ -828,27 +877,5 @@ def train(config: TrainConfig, progress: Progress = QUIET) -> TrainResult:
         "versions": _versions(),
     }
 
-    progress.stage(f"writing {plan.out}")
-    partial = plan.out.with_name(plan.out.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
-    try:
-        model.save(partial / "model.keras")
-        (partial / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
-        splits.save(partial / "splits.json")
-        _write_json(partial / "report.json", evaluation)
-        plot_confusion_matrix(
-            evaluation["confusion_matrix"],
-            labels,
-            partial / "confusion_matrix.png",
-            f"{config.arch}: test top-1 {evaluation['top1']:.1%} ({len(x_test)} images)",
-        )
-        plot_training_curves([(p.name, p.history) for p in phases], partial / "training_curves.png")
-        run["duration_s"] = round(time.perf_counter() - started, 1)
-        _write_json(partial / "run.json", run)
-        _publish(partial, plan.out)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
+    _write_run(plan, model, splits, evaluation, phases, run, started, progress)
     return TrainResult(run_dir=plan.out.resolve(), run=run, report=evaluation)

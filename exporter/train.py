@@ -482,7 +482,7 @@ class TrainResult:
     def summary_text(self) -> str:
         s = self.summary()
         return (
-            f"trained {s['arch']} ({s['weights']} weights, {s['training_mode']}) on "
+            f"trained {s['arch']} (weights: {s['weights']}, {s['training_mode']}) on "
             f"{s['images']['train']} images of {s['classes']} classes in {s['duration_s']:.0f} s: "
             f"val top-1 {s['validation_accuracy']:.1%}, test top-1 {s['test_accuracy']:.1%}, "
             f"top-{self.report['top5_k']} {s['test_top5']:.1%} -> {s['run_dir']}"

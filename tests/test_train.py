@@ -400,3 +400,26 @@ def test_multi_worker_strategy_is_constructed_without_a_cluster() -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["True", "1"]
+
+
+@pytest.mark.tensorflow
+def test_head_learns_from_pretrained_features(shapes: Path, tmp_path: Path) -> None:
+    # A backbone trained on these classes, saved as a weights file, is a "pretrained" one: the
+    # frozen-feature path must reach a high accuracy with the head alone.
+    import keras
+
+    scratch = TrainConfig(data=shapes, out=tmp_path / "scratch", arch="tiny_cnn",
+                          weights="none", input_size=(32, 32), epochs=6, batch_size=16,
+                          learning_rate=0.003)  # fmt: skip
+    train(scratch)
+    weights = tmp_path / "tiny.weights.h5"
+    keras.saving.load_model(tmp_path / "scratch" / "model.keras").get_layer(
+        "tiny_cnn"
+    ).save_weights(weights)
+    transfer = train(
+        TrainConfig(data=shapes, out=tmp_path / "transfer", arch="tiny_cnn", weights=str(weights),
+                    input_size=(32, 32), epochs=15, batch_size=16, learning_rate=0.01,
+                    cache_dir=tmp_path / "cache")  # fmt: skip
+    ).run
+    assert transfer["training_mode"] == "frozen-features"
+    assert transfer["validation_accuracy"] >= 0.8, transfer["phases"]

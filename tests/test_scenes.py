@@ -355,11 +355,12 @@ def _train_small_cnn(scenario: str, per_class: int, epochs: int, size: int) -> A
     inputs = keras.Input((size, size, 3))
     x = layers.Rescaling(1 / 127.5, -1)(inputs)
     x = layers.Conv2D(16, 3, strides=2, padding="same", use_bias=False)(x)
-    x = layers.ReLU()(layers.BatchNormalization()(x))
+    # Momentum 0.9: with few steps per epoch the default 0.99 leaves stale inference statistics.
+    x = layers.ReLU()(layers.BatchNormalization(momentum=0.9)(x))
     for filters in (32, 64, 96):
         for _ in range(2):
             x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
-            x = layers.ReLU()(layers.BatchNormalization()(x))
+            x = layers.ReLU()(layers.BatchNormalization(momentum=0.9)(x))
         x = layers.MaxPooling2D()(x)
     x = layers.Dropout(0.2)(layers.GlobalAveragePooling2D()(x))
     model = keras.Model(inputs, layers.Dense(len(names), activation="softmax")(x))
@@ -388,14 +389,21 @@ def _stream_truth_frames(scenario: str, size: int, frames: int) -> tuple[np.ndar
 
 @pytest.mark.slow
 @pytest.mark.tensorflow
-@pytest.mark.parametrize("scenario", SCENARIOS)
-def test_a_cnn_trained_on_samples_classifies_fresh_samples_and_the_stream(scenario: str) -> None:
+@pytest.mark.timeout(3600)
+@pytest.mark.parametrize(
+    ("scenario", "per_class", "epochs"), [("traffic-signs", 300, 12), ("banknotes", 600, 15)]
+)
+def test_a_cnn_trained_on_samples_classifies_fresh_samples_and_the_stream(
+    scenario: str, per_class: int, epochs: int
+) -> None:
     """The product promise: a small CNN trained on render_sample images alone reaches the
-    accuracy the bundled models need on fresh samples, and on the stream's truth frames."""
+    accuracy the bundled models need on fresh samples (95% signs, 98% genuine against
+    counterfeit), and 95% on the stream's truth frames squashed to the model input. About 20
+    minutes on two CPU cores."""
     pytest.importorskip("tensorflow")
     size = 96
     names = class_names(scenario)
-    model = _train_small_cnn(scenario, per_class=300, epochs=12, size=size)
+    model = _train_small_cnn(scenario, per_class=per_class, epochs=epochs, size=size)
     rng = np.random.default_rng(12)
     test_images = np.array([render_sample(scenario, label, rng, size)
                             for _ in range(40) for label in names])

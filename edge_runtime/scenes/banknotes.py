@@ -37,7 +37,7 @@ EMPTY = "empty"
 CLASSES: tuple[str, ...] = (*GENUINE, COUNTERFEIT, EMPTY)
 DEFECTS: tuple[str, ...] = ("no-watermark", "no-thread", "colour-shift", "blurred-microprint")
 
-# Hues about 90 degrees apart, so a colour-shifted counterfeit (at most 38 degrees) never takes
+# Hues about 90 degrees apart, so a colour-shifted counterfeit (30 to 45 degrees) never takes
 # another denomination's colour.
 BASE_COLORS: dict[int, Color] = {
     10: (198.0, 62.0, 58.0),  # red, hue 2
@@ -52,69 +52,69 @@ AA = cv2.LINE_AA
 
 def _draw_note(denom: int, watermark: bool, thread: bool, sharp_microprint: bool
                ) -> np.ndarray:
+    """The note at 400 x 200. The security features are drawn big and contrasting, so that
+    each one is still visible when the whole note is 50 to 90 pixels wide in the model input."""
     w, h = NOTE_W, NOTE_H
     base = BASE_COLORS[denom]
-    paper = shade(base, 0.32, (250.0, 248.0, 240.0))
-    ink = shade(base, 0.5)
-    mid = shade(base, 0.62, (250.0, 248.0, 240.0))
+    white = (250.0, 248.0, 240.0)
+    paper = shade(base, 0.5, white)
+    ink = shade(base, 0.45)
+    mid = shade(base, 0.75, white)
     img = np.empty((h, w, 3), np.float32)
     img[:] = paper
-    ramp = np.linspace(0.93, 1.04, w, dtype=np.float32)[None, :, None]
-    img *= ramp
+    img *= np.linspace(0.94, 1.04, w, dtype=np.float32)[None, :, None]
     img = np.clip(img, 0, 255).astype(np.uint8)
     # Guilloche: interleaved sine waves over the whole note.
     xs = np.arange(0, w + 4, 4, dtype=np.float32)
     for k in range(14):
-        y0 = 10 + k * 14
-        phase = k * 0.7 + denom * 0.01
-        ys = y0 + 7 * np.sin(xs / (22 + denom % 7) + phase)
+        ys = 10 + k * 14 + 7 * np.sin(xs / (22 + denom % 7) + k * 0.7)
         pts = np.stack([xs, ys], 1)
         cv2.polylines(img, [np.round(pts * 16).astype(np.int32)], False, ints(mid), 1, AA,
                       shift=4)
-    cv2.rectangle(img, (6, 6), (w - 7, h - 7), ints(ink), 5)
-    cv2.rectangle(img, (14, 14), (w - 15, h - 15), ints(mid), 1)
-    # Watermark window: a bright oval with a faint portrait, visible as a pale area.
+    cv2.rectangle(img, (6, 6), (w - 7, h - 7), ints(ink), 6)
+    cv2.rectangle(img, (15, 15), (w - 16, h - 16), ints(mid), 1)
+    # Watermark window: a large near-white oval with a faint portrait.
     if watermark:
-        cv2.ellipse(img, (66, 100), (38, 62), 0, 0, 360, (240, 238, 230), -1, AA)
-        faint = (214, 210, 200)
-        cv2.ellipse(img, (66, 88), (15, 21), 0, 0, 360, faint, -1, AA)
-        cv2.ellipse(img, (66, 138), (27, 18), 0, 180, 360, faint, -1, AA)
-    # Security thread: a dark metallic stripe with small bright windows.
+        cv2.ellipse(img, (66, 100), (44, 70), 0, 0, 360, (250, 248, 242), -1, AA)
+        faint = (226, 222, 214)
+        cv2.ellipse(img, (66, 88), (17, 23), 0, 0, 360, faint, -1, AA)
+        cv2.ellipse(img, (66, 146), (30, 22), 0, 180, 360, faint, -1, AA)
+    # Security thread: a wide dark metallic stripe with small bright windows.
     if thread:
-        cv2.rectangle(img, (122, 8), (137, h - 9), (58, 60, 68), -1)
-        for y in range(20, h - 20, 30):
-            cv2.rectangle(img, (125, y), (134, y + 9), (150, 152, 160), -1)
+        cv2.rectangle(img, (126, 8), (149, h - 9), (36, 38, 46), -1)
+        for y in range(18, h - 24, 34):
+            cv2.rectangle(img, (131, y), (144, y + 10), (172, 174, 184), -1)
     # Portrait in an oval frame.
-    cx, cy = 204, 96
-    cv2.ellipse(img, (cx, cy), (48, 62), 0, 0, 360, ints(mid), -1, AA)
-    cv2.ellipse(img, (cx, cy + 52), (40, 26), 0, 180, 360, ints(shade(base, 0.4)), -1, AA)
-    cv2.ellipse(img, (cx, cy - 4), (21, 28), 0, 0, 360, ints(shade(base, 0.35,
-                                                                    (235.0, 205.0, 180.0))),
-                -1, AA)
-    cv2.ellipse(img, (cx, cy - 20), (22, 16), 0, 180, 360, ints(shade(base, 0.3)), -1, AA)
-    cv2.ellipse(img, (cx, cy), (48, 62), 0, 0, 360, ints(ink), 3, AA)
+    cx, cy = 212, 96
+    cv2.ellipse(img, (cx, cy), (46, 62), 0, 0, 360, ints(mid), -1, AA)
+    cv2.ellipse(img, (cx, cy + 52), (38, 26), 0, 180, 360, ints(shade(base, 0.4)), -1, AA)
+    skin = shade(base, 0.35, (235.0, 205.0, 180.0))
+    cv2.ellipse(img, (cx, cy - 4), (20, 27), 0, 0, 360, ints(skin), -1, AA)
+    cv2.ellipse(img, (cx, cy - 20), (21, 15), 0, 180, 360, ints(shade(base, 0.3)), -1, AA)
+    cv2.ellipse(img, (cx, cy), (46, 62), 0, 0, 360, ints(ink), 3, AA)
     # Denomination: big digits on the right, small ones in a corner.
     text = str(denom)
     font = cv2.FONT_HERSHEY_DUPLEX
-    big = 2.6 if len(text) == 2 else 1.9
+    big = 2.4 if len(text) == 2 else 1.75
     (tw, th), _ = cv2.getTextSize(text, font, big, 9)
-    cv2.putText(img, text, (int(322 - tw / 2), 40 + th), font, big, ints(shade(base, 0.45)), 9,
+    cv2.putText(img, text, (int(322 - tw / 2), 34 + th), font, big, ints(shade(base, 0.35)), 9,
                 AA)
-    cv2.putText(img, text, (22, 38), font, 0.8, ints(ink), 2, AA)
-    cv2.putText(img, "CENTRAL BANK", (150, 28), cv2.FONT_HERSHEY_SIMPLEX, 0.45, ints(ink), 1, AA)
-    # Microprint band: fine dark cross-hatching that a copier or cheap printer smears.
-    band = (254, 134, 388, 184)
-    patch = img[band[1]: band[3], band[0]: band[2]]
-    patch[:] = (245, 243, 236)
+    cv2.putText(img, text, (22, 40), font, 0.8, ints(ink), 2, AA)
+    cv2.putText(img, "CENTRAL BANK", (160, 29), cv2.FONT_HERSHEY_SIMPLEX, 0.45, ints(ink), 1, AA)
+    # Microprint band: dense dark cross-hatching on white, which a copier or a cheap printer
+    # turns into a pale smudge.
+    x0, y0, x1, y1 = 262, 128, 390, 186
+    patch = img[y0:y1, x0:x1]
+    patch[:] = (248, 246, 240)
     ph, pw = patch.shape[:2]
-    for x in range(-ph, pw, 7):
-        cv2.line(patch, (x, 0), (x + ph, ph), ints(shade(base, 0.35)), 2, AA)
-        cv2.line(patch, (x + ph, 0), (x, ph), ints(shade(base, 0.35)), 1, AA)
+    dark = ints(shade(base, 0.25))
+    for x in range(-ph, pw, 9):
+        cv2.line(patch, (x, 0), (x + ph, ph), dark, 2, AA)
+        cv2.line(patch, (x + ph, 0), (x, ph), dark, 2, AA)
     if not sharp_microprint:
-        # A printer that cannot hold the lines leaves a pale smudge.
-        smudge = cv2.GaussianBlur(patch, (0, 0), 5.0).astype(np.float32)
-        smudge = smudge * 0.6 + np.asarray(paper, np.float32) * 0.4
-        img[band[1]: band[3], band[0]: band[2]] = np.clip(smudge + 0.5, 0, 255).astype(np.uint8)
+        smudge = cv2.GaussianBlur(patch, (0, 0), 6.0).astype(np.float32)
+        smudge = smudge * 0.35 + np.asarray(white, np.float32) * 0.65
+        patch[:] = np.clip(smudge + 0.5, 0, 255).astype(np.uint8)
     return img
 
 
@@ -178,15 +178,15 @@ def counterfeit_sprite(
     it is pasted at most ``max_width`` pixels wide, if given)."""
     sprite = note_sprite(denom, frozenset(d for d in defects if d != "colour-shift"))
     if "colour-shift" in defects:
-        hue = float(rng.uniform(25, 38)) * (1 if rng.random() < 0.5 else -1)
+        hue = float(rng.uniform(30, 45)) * (1 if rng.random() < 0.5 else -1)
         sprite = shift_colour(sprite, hue, float(rng.uniform(0.75, 1.3)), max_width)
     return sprite
 
 
 def note_corners(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-    """Where a note lands in a frame: near the middle of the tray, 0.5 to 0.85 of the frame
+    """Where a note lands in a frame: near the middle of the tray, 0.55 to 0.9 of the frame
     width, turned up to 10 degrees."""
-    note_w = rng.uniform(0.5, 0.85) * width
+    note_w = rng.uniform(0.55, 0.9) * width
     cx = width / 2 + rng.uniform(-0.1, 0.1) * width
     cy = height / 2 + rng.uniform(-0.1, 0.1) * height
     return quad(cx, cy, note_w, note_w * NOTE_H / NOTE_W, float(rng.uniform(-10, 10)))
@@ -211,5 +211,6 @@ def render_banknote_sample(label: str, rng: np.random.Generator, size: int) -> n
     if rng.random() < 0.5:
         field = 0.85 + 0.3 * smooth_noise(rng, size, size, 2)
         img = np.clip(img * field[..., None] + 0.5, 0, 255).astype(np.uint8)
-    return camera_effects(img, rng, motion=0.0, blur=0.8, noise=(0.0, 6.0), jpeg_p=0.5,
-                          jpeg_quality=(55, 95))
+    # A kiosk camera is fixed and focused on the tray: little blur, mild compression.
+    return camera_effects(img, rng, motion=0.0, blur=0.5, noise=(0.0, 6.0), jpeg_p=0.5,
+                          jpeg_quality=(60, 95))

@@ -214,7 +214,7 @@ class SceneStream:
         params = {
             "denomination": denom,
             "defects": defects,
-            "width": float(rng.uniform(0.56, 0.74)) * w,
+            "width": float(rng.uniform(0.62, 0.8)) * w,
             "hold": (w / 2 + float(rng.uniform(-0.06, 0.06)) * w,
                      h / 2 + float(rng.uniform(-0.05, 0.05)) * h),
             "angle": float(rng.uniform(-6, 6)),

@@ -408,7 +408,8 @@ def test_a_cnn_trained_on_samples_classifies_fresh_samples_and_the_stream(
     test_images = np.array([render_sample(scenario, label, rng, size)
                             for _ in range(40) for label in names])
     test_targets = np.tile(np.arange(len(names)), 40)
-    stream_images, stream_targets = _stream_truth_frames(scenario, size, 9000)
+    # About ten minutes of stream: 90 notes or 80 signs, each seen in many frames.
+    stream_images, stream_targets = _stream_truth_frames(scenario, size, 18000)
     sample_pred = model.predict(test_images, verbose=0).argmax(1)
     stream_pred = model.predict(stream_images, verbose=0).argmax(1)
     if scenario == "traffic-signs":

@@ -37,7 +37,7 @@ EMPTY = "empty"
 CLASSES: tuple[str, ...] = (*GENUINE, COUNTERFEIT, EMPTY)
 DEFECTS: tuple[str, ...] = ("no-watermark", "no-thread", "colour-shift", "blurred-microprint")
 
-# Hues about 90 degrees apart, so a colour-shifted counterfeit (30 to 45 degrees) never takes
+# Hues 70 to 120 degrees apart, so a colour-shifted counterfeit (35 to 50 degrees) does not take
 # another denomination's colour.
 BASE_COLORS: dict[int, Color] = {
     10: (198.0, 62.0, 58.0),  # red, hue 2
@@ -178,8 +178,11 @@ def counterfeit_sprite(
     it is pasted at most ``max_width`` pixels wide, if given)."""
     sprite = note_sprite(denom, frozenset(d for d in defects if d != "colour-shift"))
     if "colour-shift" in defects:
-        hue = float(rng.uniform(30, 45)) * (1 if rng.random() < 0.5 else -1)
-        sprite = shift_colour(sprite, hue, float(rng.uniform(0.75, 1.3)), max_width)
+        # Off in hue and in saturation, as a counterfeiter's inks are: each by more than the
+        # kiosk's lighting ever changes a genuine note.
+        hue = float(rng.uniform(35, 50)) * (1 if rng.random() < 0.5 else -1)
+        saturation = float(rng.uniform(0.55, 0.75) if rng.random() < 0.5 else rng.uniform(1.3, 1.5))
+        sprite = shift_colour(sprite, hue, saturation, max_width)
     return sprite
 
 
@@ -204,7 +207,9 @@ def render_banknote_sample(label: str, rng: np.random.Generator, size: int) -> n
             sprite = note_sprite(int(label.split("-")[1]))
         paste(img, sprite, note_corners(rng, height, width))
     img = squash(img, size)
-    lut = random_lighting(rng, gain=(0.7, 1.25), cast=0.05, contrast=(0.85, 1.1),
+    # Kiosk lighting is controlled: brightness varies, colour casts stay small (a cast would
+    # mimic the colour-shift defect).
+    lut = random_lighting(rng, gain=(0.7, 1.25), cast=0.03, contrast=(0.85, 1.1),
                           gamma=(0.85, 1.15))
     img = cv2.LUT(img, lut)
     # Uneven light across the tray: a soft brightness field.

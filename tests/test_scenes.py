@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 from collections import Counter
 from typing import Any
 
@@ -422,3 +424,14 @@ def test_a_cnn_trained_on_samples_classifies_fresh_samples_and_the_stream(
         notes = stream_targets != names.index("empty")
         assert ((stream_pred == fake) == (stream_targets == fake))[notes].mean() >= 0.98
         assert (stream_pred == stream_targets).mean() >= 0.95
+
+
+def test_importing_renders_nothing() -> None:
+    code = (
+        "import edge_runtime.scenes as s, sys\n"
+        "from edge_runtime.scenes import signs, banknotes\n"
+        "assert signs.sign_sprite.cache_info().currsize == 0\n"
+        "assert banknotes.note_sprite.cache_info().currsize == 0\n"
+        "assert not any(m.split('.')[0] in ('tensorflow', 'keras', 'PIL') for m in sys.modules)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -199,6 +199,12 @@ def _build_tiny_cnn(input_shape: tuple[int, int, int], name: str) -> Any:
     x = layers.LayerNormalization(
         axis=(1, 2, 3), center=False, scale=False, epsilon=1.0, name="standardize"
     )(inputs)
+    if min(input_shape[:2]) >= 64:
+        # Larger inputs get a strided stem: a quarter of the work for every block after it, so a
+        # 96x96 model still runs in a few milliseconds on a Raspberry Pi.
+        x = layers.Conv2D(24, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
+        x = layers.BatchNormalization(momentum=0.9, name="stem_bn")(x)
+        x = layers.ReLU(name="stem_relu")(x)
     for block, filters in enumerate((32, 64, 128), start=1):
         for conv in (1, 2):
             x = layers.Conv2D(

@@ -20,7 +20,7 @@ EXAMPLES = """\
 examples:
   edge-runtime bench --model models/traffic-signs --frames 200
   edge-runtime bench --model mobilenet_v1_0.25_128_quant.tflite --threads 2 --json
-  edge-runtime bench --model bundle.tar --artifact model_int8.tflite --frame-size 1280x720
+  edge-runtime bench --model bundle.tar --artifact model-int8.tflite --frame-size 1280x720
 
 For each artifact and backend: p50/p95/p99 latency of preprocess (resize into the input tensor),
 inference (the backend's run) and postprocess (dequantize, softmax when needed, top-k and the

@@ -45,7 +45,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, labels: bool = True)
         help="auto (by file format and device profile), litert or onnxruntime (default: auto)",
     )
     parser.add_argument(
-        "--artifact", metavar="FILE", help="which artifact of a bundle, e.g. model_int8.tflite"
+        "--artifact", metavar="FILE", help="which artifact of a bundle, e.g. model-int8.tflite"
     )
     parser.add_argument(
         "--precision",

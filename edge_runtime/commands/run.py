@@ -13,7 +13,7 @@ examples:
   edge-runtime run --model models/traffic-signs --source synthetic:traffic-signs --max-frames 300
   edge-runtime run --model models/banknotes --source synthetic:banknotes --reject-label counterfeit
   edge-runtime run --model bundle/ --source camera:0 --threshold 0.6 --smooth 5 --http 0.0.0.0:8080
-  edge-runtime run --model model_int8.tflite --source rtsp://cam.local/stream --output jsonl
+  edge-runtime run --model model-int8.tflite --source rtsp://cam.local/stream --output jsonl
   edge-runtime run --model bundle/ --source csi://0 --gpio-pin 17 --gpio-label counterfeit
   edge-runtime run --config /etc/edge-classify/runtime.toml
 

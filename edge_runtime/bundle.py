@@ -31,6 +31,7 @@ from edge_runtime.labels import parse_labels
 from edge_runtime.preprocess import PreprocessSpec, Roi
 from edge_runtime.preprocess.ops import Interpolation, ResizeMode
 from edge_runtime.types import ArtifactFormat, Precision
+from edge_runtime.validation import describe_validation_error
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -213,16 +214,6 @@ def verify_artifacts(artifacts: list[Artifact], label_count: int) -> None:
             )
 
 
-def _describe_validation(error: ValidationError) -> str:
-    parts = []
-    for item in error.errors()[:3]:
-        where = ".".join(str(p) for p in item["loc"]) or "manifest"
-        message = str(item["msg"]).removeprefix("Value error, ")
-        parts.append(f"{where}: {message}")
-    more = error.error_count() - len(parts)
-    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
-
-
 def parse_manifest(data: bytes | str, where: str = MANIFEST_NAME) -> BundleManifest:
     """Parse and validate manifest JSON.
 
@@ -244,7 +235,9 @@ def parse_manifest(data: bytes | str, where: str = MANIFEST_NAME) -> BundleManif
     try:
         return BundleManifest.model_validate(raw)
     except ValidationError as exc:
-        raise BundleError(f"{where}: {_describe_validation(exc)}") from exc
+        raise BundleError(
+            f"{where}: {describe_validation_error(exc, fallback='manifest')}"
+        ) from exc
 
 
 def sha256_file(path: Path) -> str:

@@ -48,9 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the process exit code (0 ok, 1 failure, 2 usage error)."""
-    parser = build_parser()
+def run_parser(
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None,
+    errors: tuple[type[BaseException], ...] = (EdgeRuntimeError,),
+) -> int:
+    """Parse ``argv`` and run the chosen subcommand's handler; shared by both command lines.
+
+    Errors of the ``errors`` types become one line on stderr and exit code 1, Ctrl-C exit code
+    130, a closed output pipe exit code 0; no subcommand prints the help and returns 2.
+    """
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
@@ -62,14 +69,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(handler(args) or 0)
-    except EdgeRuntimeError as exc:
-        print(f"edge-runtime: error: {exc}", file=sys.stderr)
+    except errors as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("edge-runtime: interrupted", file=sys.stderr)
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into `head` and closed
         return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the process exit code (0 ok, 1 failure, 2 usage error)."""
+    return run_parser(build_parser(), argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -36,6 +36,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edge_runtime.errors import ConfigError
+from edge_runtime.validation import describe_validation_error
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -80,8 +81,11 @@ class PostprocessSection(_Section):
 
     top_k: int = Field(5, ge=1, description="Classes reported per frame.")
     threshold: float | None = Field(
-        None, ge=0, le=1, description="Minimum confidence; below it the label is 'unknown'. "
-        "Default: the bundle's threshold."
+        None,
+        ge=0,
+        le=1,
+        description="Minimum confidence; below it the label is 'unknown'. "
+        "Default: the bundle's threshold.",
     )
     per_class_thresholds: dict[str, float] = Field(
         default_factory=dict, description="Per-class minimum confidence."
@@ -153,15 +157,6 @@ def verify_filters(section: PostprocessSection) -> None:
         raise ValueError(f"classes both allowed and denied: {', '.join(both)}")
 
 
-def _describe(error: ValidationError) -> str:
-    parts = []
-    for item in error.errors()[:3]:
-        where = ".".join(str(p) for p in item["loc"]) or "config"
-        parts.append(f"{where}: {str(item['msg']).removeprefix('Value error, ')}")
-    more = error.error_count() - len(parts)
-    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
-
-
 def parse_config(data: dict[str, Any], where: str = "config") -> RuntimeConfig:
     """Validate a configuration mapping.
 
@@ -171,7 +166,7 @@ def parse_config(data: dict[str, Any], where: str = "config") -> RuntimeConfig:
     try:
         return RuntimeConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{where}: {_describe(exc)}") from exc
+        raise ConfigError(f"{where}: {describe_validation_error(exc, fallback='config')}") from exc
 
 
 def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:

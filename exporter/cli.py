@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import os
 import sys
 from collections.abc import Sequence
 
 from edge_runtime import __version__
+from edge_runtime.cli import run_parser
 from edge_runtime.errors import EdgeRuntimeError
 from exporter.errors import ExporterError
 
@@ -58,24 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code (0 ok, 1 failure, 2 usage error)."""
     # TensorFlow's C++ start-up chatter is not for users; keep real errors.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    handler = getattr(args, "handler", None)
-    if handler is None:
-        parser.print_help()
-        return 2
-    try:
-        return int(handler(args) or 0)
-    except (ExporterError, EdgeRuntimeError) as exc:
-        print(f"edge-export: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("edge-export: interrupted", file=sys.stderr)
-        return 130
+    return run_parser(build_parser(), argv, (ExporterError, EdgeRuntimeError))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -29,6 +29,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from edge_runtime import __version__
+from edge_runtime.validation import describe_validation_error
 from exporter.errors import ExporterError, RecipeError
 from exporter.progress import QUIET, Progress
 
@@ -143,15 +144,9 @@ class Recipe(BaseModel):
 
 
 def _describe(error: ValidationError, section: str = "") -> str:
-    parts = []
-    for item in error.errors()[:3]:
-        where = ".".join(str(p) for p in (section, *item["loc"]) if p) or "recipe"
-        message = str(item["msg"]).removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
-            message = "unknown setting"
-        parts.append(f"{where}: {message}")
-    more = error.error_count() - len(parts)
-    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+    return describe_validation_error(
+        error, section=section, fallback="recipe", messages={"extra_forbidden": "unknown setting"}
+    )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -587,18 +587,6 @@ def read_tflite_metadata(model: bytes) -> TfliteMetadata:
 
 # --------------------------------------------------------------------------- ONNX
 
-ONNX_KEYS = (
-    "labels",
-    "input_height",
-    "input_width",
-    "resize",
-    "interpolation",
-    "color",
-    "model_name",
-    "model_version",
-)
-
-
 def onnx_metadata_props(facts: ModelFacts) -> dict[str, str]:
     """The ``metadata_props`` an exported ONNX model carries (all values are strings)."""
     return {

@@ -10,10 +10,12 @@ EXAMPLE = """\
 example:
   edge-export verify bundles/signs --data runs/signs        # the run's held-out split, vs Keras
   edge-export verify bundles/signs.tar --data data/signs-2024 --artifact model-int8.tflite
+  edge-export verify models/traffic-signs                    # on the bundle's own samples/
 
 DIR is a run directory (its test split; the Keras model is the float reference) or a
-class-per-folder dataset (its test/ split when it has one, else every image; the bundle's fp32
-artifact is the reference). Exits 1 when an artifact loses more than --max-accuracy-drop points
+class-per-folder dataset (its test/ split when it has one, else every image); without --data the
+bundle's own samples/ are used. Without a run directory the bundle's fp32 artifact is the
+reference. Exits 1 when an artifact loses more than --max-accuracy-drop points
 of top-1 against the reference.
 """
 
@@ -28,7 +30,11 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("bundle", metavar="BUNDLE", help="bundle directory or .tar")
-    parser.add_argument("--data", required=True, metavar="DIR", help="run dir or dataset folder")
+    parser.add_argument(
+        "--data",
+        metavar="DIR",
+        help="run directory or dataset folder (default: the bundle's own samples/)",
+    )
     parser.add_argument(
         "--artifact",
         action="append",

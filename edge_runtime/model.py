@@ -1,8 +1,8 @@
 """A model ready to classify: bundle or bare file, backend, labels, preprocessing, decoding.
 
-This is where a model's stages meet (with :mod:`edge_runtime.pipeline` and the commands): it picks
-an artifact and a backend, learns the labels and the input description, and turns RGB frames into
-the exact input tensor the model takes.
+A facade over the stages a model needs: it opens the artifact and backend that
+:mod:`edge_runtime.selection` chooses, learns the labels and the input description, and feeds
+frames through an :class:`~edge_runtime.preprocess.InputWriter`.
 
 :func:`load_model` accepts
 
@@ -11,17 +11,8 @@ the exact input tensor the model takes.
 - a bare **.tflite**: labels from its TFLite metadata (or ``labels=``), input size from its tensor;
 - a bare **.onnx**: labels and input description from its ``metadata_props`` (or ``labels=``).
 
-How pixels enter the model (raw RGB 0..255 after resizing):
-
-- **uint8 / int8 inputs** quantized in the pixel domain (scale about 1: our exports, whose graphs
-  normalize) get ``round(pixel / scale + zero_point)`` (:func:`~edge_runtime.preprocess.
-  quantize_pixels`), so our uint8 models take the frame as it is and int8 ones ``pixel - 128``.
-  Integer inputs quantized in a *normalized* domain (e.g. MobileNet's scale 1/128 around 128) or
-  not quantized at all take the pixels as they are (uint8) or shifted by 128 (int8): such models
-  chose their quantization to absorb the normalization, and this is how the TFLite Task Library,
-  MediaPipe and pycoral feed them.
-- **float inputs** get ``(pixel - mean) / std`` with the normalization of the TFLite metadata,
-  and the pixels as they are otherwise (our models normalize inside the graph).
+How frames become the input tensor lives in :mod:`edge_runtime.preprocess.input`; which artifact
+and backend run here, in :mod:`edge_runtime.selection`. This module loads what those choose.
 """
 
 from __future__ import annotations
@@ -30,21 +21,14 @@ import dataclasses
 import logging
 import os
 import tarfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from devices import DeviceProfile, ProfileError, load_profile
-from edge_runtime.backends import (
-    FORMAT_BACKENDS,
-    Backend,
-    BackendOptions,
-    backends_for_format,
-    check_backend_for_format,
-    open_backend,
-)
+from edge_runtime.backends import Backend, BackendOptions, open_backend
 from edge_runtime.bundle import Artifact, Bundle, Thresholds, load_bundle
 from edge_runtime.errors import (
     BundleError,
@@ -56,18 +40,26 @@ from edge_runtime.errors import (
 from edge_runtime.labels import check_label_count, read_labels
 from edge_runtime.metadata import ModelMetadata, parse_onnx_metadata, read_tflite_metadata
 from edge_runtime.postprocess import PostprocessConfig, Postprocessor, ScoreDecoder, top_k
-from edge_runtime.preprocess import PreprocessSpec, Roi, prepare, prepare_float, quantize_pixels
+from edge_runtime.preprocess import (
+    PIXEL_DOMAIN_MIN_SCALE,
+    InputWriter,
+    PreprocessSpec,
+    Roi,
+    pixel_quantization,
+)
 from edge_runtime.registry import entry
+from edge_runtime.selection import (
+    DEFAULT_FORMATS,
+    DEFAULT_PRECISIONS,
+    artifact_candidates,
+    backend_candidates,
+    options_from_profile,
+)
 from edge_runtime.types import Classification, TensorSpec
 
 log = logging.getLogger(__name__)
 
 MODEL_SUFFIXES = {".tflite": "tflite", ".onnx": "onnx"}
-#: an integer input whose scale is at least this is quantized in the pixel domain (about 1 per
-#: pixel level); normalized inputs have scales like 1/128 or 1/255
-PIXEL_DOMAIN_MIN_SCALE = 0.25
-DEFAULT_FORMATS = ("tflite", "onnx")
-DEFAULT_PRECISIONS = ("int8", "fp16", "dynamic", "fp32")
 
 
 def resolve_profile(profile: DeviceProfile | str | None) -> DeviceProfile | None:
@@ -82,142 +74,6 @@ def resolve_profile(profile: DeviceProfile | str | None) -> DeviceProfile | None
         return load_profile(profile)
     except ProfileError as exc:
         raise ConfigError(str(exc)) from exc
-
-
-def options_from_profile(
-    profile: DeviceProfile | None, threads: int | None = None, **overrides: Any
-) -> BackendOptions:
-    """Backend options a device profile asks for, with ``threads`` and other fields overridden.
-
-    Raises:
-        ConfigError: a negative thread count.
-    """
-    if threads is not None and threads < 0:
-        raise ConfigError(f"threads must be 0 (all cores) or more, got {threads}")
-    fields: dict[str, Any] = {}
-    if profile is not None:
-        fields.update(
-            threads=profile.threads,
-            providers=tuple(profile.onnx_providers),
-            delegates=tuple(profile.delegates),
-        )
-    if threads is not None:
-        fields["threads"] = threads
-    fields.update(overrides)
-    return BackendOptions(**fields)
-
-
-def pixel_quantization(tensor: TensorSpec) -> tuple[float, int]:
-    """Scale and zero point that express raw pixels in an integer input (see the module doc).
-
-    Raises:
-        ModelError: the input is not uint8 or int8.
-    """
-    dtype = np.dtype(tensor.dtype)
-    if dtype not in (np.dtype(np.uint8), np.dtype(np.int8)):
-        raise ModelError(f"unsupported integer model input type {dtype} (expected uint8 or int8)")
-    if tensor.quantized and tensor.scale >= PIXEL_DOMAIN_MIN_SCALE:
-        return tensor.scale, tensor.zero_point
-    return 1.0, 0 if dtype == np.uint8 else -128
-
-
-class InputWriter:
-    """Turns RGB frames into the model's input tensor, in buffers allocated once.
-
-    Raises (constructor):
-        ModelError: the input type or normalization is not one this runtime can feed.
-    """
-
-    def __init__(
-        self,
-        spec: PreprocessSpec,
-        tensor: TensorSpec,
-        *,
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
-        target: np.ndarray | None = None,
-    ) -> None:
-        self.spec = spec
-        self.tensor = tensor
-        dtype = np.dtype(tensor.dtype)
-        if target is None or target.shape != tensor.shape or target.dtype != dtype:
-            target = np.zeros(tensor.shape, dtype=dtype)
-        self.buffer = target
-        self._nchw = tensor.layout == "NCHW"
-        self._pixels = np.empty(spec.shape, dtype=np.uint8)
-        self._mean: np.ndarray | None = None
-        self._std: np.ndarray | None = None
-        if dtype.kind in "iu":
-            self.scale, self.zero_point = pixel_quantization(tensor)
-            plain = dtype == np.uint8 and self.scale == 1.0 and self.zero_point == 0
-            self.mode = "copy" if plain else "quantize"
-            self._hwc = np.empty(spec.shape, dtype=dtype)
-        elif dtype.kind == "f":
-            self.mode = "float"
-            self.scale, self.zero_point = 0.0, 0
-            self._hwc = np.empty(spec.shape, dtype=np.float32)
-            if mean is not None and std is not None:
-                self._mean, self._std = _channel_values(mean, "mean"), _channel_values(std, "std")
-                if np.any(self._std <= 0):
-                    raise ModelError(f"the model's normalization std must be positive: {std}")
-                if np.all(self._mean == 0) and np.all(self._std == 1):
-                    self._mean = self._std = None
-        else:
-            raise ModelError(f"unsupported model input type {dtype}")
-
-    @property
-    def normalization(self) -> tuple[list[float], list[float]] | None:
-        if self._mean is None or self._std is None:
-            return None
-        return self._mean.tolist(), self._std.tolist()
-
-    def new_buffer(self) -> np.ndarray:
-        """A fresh input tensor of the model's shape and dtype."""
-        return np.zeros(self.tensor.shape, dtype=np.dtype(self.tensor.dtype))
-
-    def write(self, image: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """Prepare one RGB uint8 frame into ``out`` (default: the writer's own buffer, reused by
-        the next call) and return it.
-
-        The scratch buffers are the writer's own: one thread prepares frames at a time, while
-        another may run inference on tensors prepared earlier into other ``out`` buffers.
-
-        Raises:
-            PreprocessError: the frame is not an RGB uint8 image, or ``out`` does not fit.
-        """
-        target = self.buffer if out is None else out
-        if target.shape != self.buffer.shape or target.dtype != self.buffer.dtype:
-            raise PreprocessError(
-                f"the input buffer must have shape {self.buffer.shape} and dtype "
-                f"{self.buffer.dtype}, got {target.shape} {target.dtype}"
-            )
-        image_slot = target[0]
-        if self.mode == "copy":
-            if not self._nchw:
-                prepare(image, self.spec, out=image_slot)
-                return target
-            pixels = prepare(image, self.spec, out=self._pixels)
-        elif self.mode == "quantize":
-            prepare(image, self.spec, out=self._pixels)
-            pixels = quantize_pixels(
-                self._pixels, self._hwc.dtype, self.scale, self.zero_point, out=self._hwc
-            )
-        else:
-            pixels = prepare_float(image, self.spec, out=self._hwc, scratch=self._pixels)
-            if self._mean is not None and self._std is not None:
-                pixels -= self._mean
-                pixels /= self._std
-        np.copyto(image_slot, pixels.transpose(2, 0, 1) if self._nchw else pixels, casting="unsafe")
-        return target
-
-
-def _channel_values(values: Sequence[float], what: str) -> np.ndarray:
-    array = np.asarray(list(values), dtype=np.float32)
-    if array.size == 1:
-        return np.repeat(array, 3)
-    if array.size != 3:
-        raise ModelError(f"the model's normalization {what} needs 1 or 3 values, got {array.size}")
-    return array
 
 
 class LoadedModel:
@@ -439,17 +295,6 @@ def load_model(
     return _load_bare_model(source, fmt, labels, backend, options, device, roi, activation)
 
 
-def _can_run(backend: str, fmt: str) -> bool:
-    return backend in FORMAT_BACKENDS.get(fmt, ())
-
-
-def _backend_candidates(fmt: str, backend: str, device: DeviceProfile | None) -> list[str]:
-    if backend != "auto":
-        check_backend_for_format(backend, fmt)
-        return [backend]
-    return backends_for_format(fmt, device.backends if device is not None else ())
-
-
 def _open_first(path: Path, fmt: str, candidates: list[str], options: BackendOptions) -> Backend:
     """Open the model in the first candidate backend whose package is installed."""
     missing: MissingDependencyError | None = None
@@ -512,7 +357,7 @@ def _load_bare_model(
     roi: Roi | None,
     activation: str,
 ) -> LoadedModel:
-    candidates = _backend_candidates(fmt, backend_name, device)
+    candidates = backend_candidates(fmt, backend_name, device)
     # Read what the file says about itself first: a file that is not a model fails in the backend.
     tflite_metadata = read_tflite_metadata(source) if fmt == "tflite" else None
     backend = _open_first(source, fmt, candidates, options)
@@ -594,57 +439,6 @@ def _bare_preprocess_spec(
     return spec
 
 
-def artifact_candidates(
-    bundle: Bundle,
-    *,
-    artifact: str | None = None,
-    precision: str | None = None,
-    backend: str = "auto",
-    profile: DeviceProfile | None = None,
-) -> list[Artifact]:
-    """A bundle's artifacts that fit the choice, in the order to try them.
-
-    Order: the profile's formats, then its precisions (the bundle's defaults without a profile).
-
-    Raises:
-        BundleError: no artifact fits (the message lists what the bundle has).
-        ConfigError: ``backend`` cannot run the named artifact.
-    """
-    manifest = bundle.manifest
-    if artifact is not None:
-        chosen = manifest.artifact(Path(artifact).name)
-        if precision is not None and chosen.precision != precision:
-            raise ConfigError(
-                f"artifact {chosen.path} is {chosen.precision}, not the asked precision {precision}"
-            )
-        if backend != "auto":
-            check_backend_for_format(backend, chosen.format)
-        return [chosen]
-    formats: Iterable[str] = profile.formats if profile is not None else DEFAULT_FORMATS
-    precisions: Iterable[str] = profile.precision if profile is not None else DEFAULT_PRECISIONS
-    formats = [f for f in formats if backend == "auto" or _can_run(backend, f)]
-    precisions = [precision] if precision is not None else list(precisions)
-    # Formats and precisions the profile does not list still come last: a bundle should run.
-    formats += [
-        f
-        for f in DEFAULT_FORMATS
-        if f not in formats and (backend == "auto" or _can_run(backend, f))
-    ]
-    if precision is None:
-        precisions += [p for p in DEFAULT_PRECISIONS if p not in precisions]
-    ordered = [
-        item
-        for fmt in formats
-        for prec in precisions
-        for item in manifest.artifacts
-        if item.format == fmt and item.precision == prec
-    ]
-    if not ordered:
-        # Reuse the bundle's own message, which lists what it has.
-        bundle.select_artifact(formats, precisions)
-    return ordered
-
-
 def _load_bundle_model(
     source: Path,
     labels: str | os.PathLike[str] | Sequence[str] | None,
@@ -670,7 +464,7 @@ def _load_bundle_model(
                 backend = _open_first(
                     bundle.path_of(item.path),
                     item.format,
-                    _backend_candidates(item.format, backend_name, device),
+                    backend_candidates(item.format, backend_name, device),
                     options,
                 )
             except MissingDependencyError as exc:
@@ -730,6 +524,10 @@ def _load_bundle_model(
 
 
 __all__ = [
+    "DEFAULT_FORMATS",
+    "DEFAULT_PRECISIONS",
+    "MODEL_SUFFIXES",
+    "PIXEL_DOMAIN_MIN_SCALE",
     "InputWriter",
     "LoadedModel",
     "artifact_candidates",

@@ -1,0 +1,157 @@
+"""Which artifact of a bundle runs here, in which backend, and whether the bundle may run at all.
+
+Pure decisions over a manifest, a device profile and the runtime's version: no file, network or
+hardware access, so the OTA client can ask "can this bundle run on this device?" before it
+downloads or installs anything, and :func:`edge_runtime.model.load_model` asks the same question
+with the same answer when it loads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import PurePath
+from typing import TYPE_CHECKING, Any, cast
+
+from edge_runtime.backends import (
+    FORMAT_BACKENDS,
+    BackendOptions,
+    backends_for_format,
+    check_backend_for_format,
+)
+from edge_runtime.errors import BundleError, ConfigError
+
+if TYPE_CHECKING:  # the bundle package imports this module; keep the cycle out of run time
+    from devices import DeviceProfile
+    from edge_runtime.bundle import Artifact, Bundle, BundleManifest
+
+#: artifact formats and precisions in the order a device without a profile prefers them
+DEFAULT_FORMATS: tuple[str, ...] = ("tflite", "onnx")
+DEFAULT_PRECISIONS: tuple[str, ...] = ("int8", "fp16", "dynamic", "fp32")
+
+
+def options_from_profile(
+    profile: DeviceProfile | None, threads: int | None = None, **overrides: Any
+) -> BackendOptions:
+    """Backend options a device profile asks for, with ``threads`` and other fields overridden.
+
+    Raises:
+        ConfigError: a negative thread count.
+    """
+    if threads is not None and threads < 0:
+        raise ConfigError(f"threads must be 0 (all cores) or more, got {threads}")
+    fields: dict[str, Any] = {}
+    if profile is not None:
+        fields.update(
+            threads=profile.threads,
+            providers=tuple(profile.onnx_providers),
+            delegates=tuple(profile.delegates),
+        )
+    if threads is not None:
+        fields["threads"] = threads
+    fields.update(overrides)
+    return BackendOptions(**fields)
+
+
+def can_run(backend: str, fmt: str) -> bool:
+    """Whether backend ``backend`` runs ``fmt`` models."""
+    return backend in FORMAT_BACKENDS.get(fmt, ())
+
+
+def backend_candidates(fmt: str, backend: str, profile: DeviceProfile | None) -> list[str]:
+    """The backends to try for a ``fmt`` model: the named one, or (``auto``) those able to run
+    it in the profile's order.
+
+    Raises:
+        UnknownComponentError: an unknown backend name.
+        ConfigError: the named backend cannot run ``fmt``.
+    """
+    if backend != "auto":
+        check_backend_for_format(backend, fmt)
+        return [backend]
+    return backends_for_format(fmt, profile.backends if profile is not None else ())
+
+
+def select_artifact(
+    manifest: BundleManifest,
+    formats: Iterable[str] | None = None,
+    precisions: Iterable[str] | None = None,
+) -> Artifact:
+    """The first artifact in preference order: by format, then by precision.
+
+    Raises:
+        BundleError: no artifact matches (the message lists what the bundle has).
+    """
+    format_order = list(formats) if formats is not None else list(DEFAULT_FORMATS)
+    precision_order = list(precisions) if precisions is not None else list(DEFAULT_PRECISIONS)
+    for fmt in format_order:
+        for precision in precision_order:
+            for item in manifest.artifacts:
+                if item.format == fmt and item.precision == precision:
+                    return item
+    have = ", ".join(f"{a.path} ({a.format} {a.precision})" for a in manifest.artifacts)
+    raise BundleError(
+        f"bundle {manifest.name} has no {'/'.join(format_order)} artifact in precision "
+        f"{'/'.join(precision_order)}; it has: {have}"
+    )
+
+
+def artifact_candidates(
+    bundle: Bundle | BundleManifest,
+    *,
+    artifact: str | None = None,
+    precision: str | None = None,
+    backend: str = "auto",
+    profile: DeviceProfile | None = None,
+) -> list[Artifact]:
+    """A bundle's artifacts that fit the choice, in the order to try them.
+
+    ``bundle`` is a loaded bundle or just its manifest. Order: the profile's formats, then its
+    precisions (the defaults above without a profile); formats and precisions the profile does
+    not list come last, so a bundle still runs.
+
+    Raises:
+        BundleError: no artifact fits (the message lists what the bundle has).
+        ConfigError: ``backend`` cannot run the named artifact.
+    """
+    manifest = cast("BundleManifest", getattr(bundle, "manifest", bundle))
+    if artifact is not None:
+        chosen = manifest.artifact(PurePath(artifact).name)
+        if precision is not None and chosen.precision != precision:
+            raise ConfigError(
+                f"artifact {chosen.path} is {chosen.precision}, not the asked precision {precision}"
+            )
+        if backend != "auto":
+            check_backend_for_format(backend, chosen.format)
+        return [chosen]
+    formats: Iterable[str] = profile.formats if profile is not None else DEFAULT_FORMATS
+    precisions: Iterable[str] = profile.precision if profile is not None else DEFAULT_PRECISIONS
+    formats = [f for f in formats if backend == "auto" or can_run(backend, f)]
+    precisions = [precision] if precision is not None else list(precisions)
+    formats += [
+        f
+        for f in DEFAULT_FORMATS
+        if f not in formats and (backend == "auto" or can_run(backend, f))
+    ]
+    if precision is None:
+        precisions += [p for p in DEFAULT_PRECISIONS if p not in precisions]
+    ordered = [
+        item
+        for fmt in formats
+        for prec in precisions
+        for item in manifest.artifacts
+        if item.format == fmt and item.precision == prec
+    ]
+    if not ordered:
+        select_artifact(manifest, formats, precisions)  # raises, listing what the bundle has
+    return ordered
+
+
+__all__ = [
+    "DEFAULT_FORMATS",
+    "DEFAULT_PRECISIONS",
+    "artifact_candidates",
+    "backend_candidates",
+    "can_run",
+    "options_from_profile",
+    "select_artifact",
+]

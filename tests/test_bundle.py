@@ -330,7 +330,7 @@ def test_unsafe_tar_is_refused_and_nothing_written(
 def test_tar_member_limit(
     bundle_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("edge_runtime.bundle.MAX_TAR_MEMBERS", 3)
+    monkeypatch.setattr("edge_runtime.bundle.archive.MAX_TAR_MEMBERS", 3)
     tar_path = tar_of_bundle(bundle_dir, tmp_path / "many.tar")
     with pytest.raises(BundleError, match="more than 3 members"):
         load_bundle(tar_path)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from edge_runtime.bundle.manifest import MANIFEST_NAME, BundleManifest, parse_manifest
 from edge_runtime.errors import BundleError
+from edge_runtime.fsutil import atomic_replace, fsync_file
 
 # Limits for unpacking a .tar from the network: generous for real models, fatal for tar bombs.
 MAX_TAR_BYTES = 2 * 1024**3
@@ -160,7 +161,8 @@ def write_bundle_tar(
                 info.mtime = mtime
                 info.mode = stat.S_IFREG | 0o644
                 archive.addfile(info, io.BytesIO(data))
-        os.replace(temp_name, out)
+        fsync_file(temp_name)
+        atomic_replace(temp_name, out)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise

@@ -2,7 +2,8 @@
 
 :func:`load_bundle` validates everything a device relies on before a model is trusted (manifest,
 labels, artifact sizes and sha256, samples); :func:`write_bundle` writes a bundle so that a failure
-leaves nothing behind.
+leaves nothing behind and an existing bundle is replaced in one atomic step (see
+:func:`edge_runtime.fsutil.replace_directory`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from edge_runtime.bundle.manifest import (
     parse_manifest,
 )
 from edge_runtime.errors import BundleError
+from edge_runtime.fsutil import fsync_tree, replace_directory, write_file
 from edge_runtime.labels import parse_labels
 from edge_runtime.selection import select_artifact
 
@@ -188,31 +190,6 @@ def validate_directory(root: Path, verify_hashes: bool = True) -> BundleManifest
     return manifest
 
 
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def _write_file(path: Path, source: Path | bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as out:
-        if isinstance(source, (bytes, bytearray)):
-            out.write(source)
-        else:
-            with open(source, "rb") as handle:
-                shutil.copyfileobj(handle, out, 1 << 20)
-        out.flush()
-        os.fsync(out.fileno())
-
-
 def write_bundle(
     dest: str | os.PathLike[str],
     manifest: Mapping[str, Any] | BundleManifest,
@@ -225,8 +202,11 @@ def write_bundle(
     ``manifest`` is the manifest as a mapping (``sha256`` and ``bytes`` of artifacts may be left
     out: they are computed here) or a model. ``files`` maps every artifact and sample name to a
     source path or bytes; ``labels.txt`` and ``manifest.json`` are written from the manifest.
-    Everything goes to a temporary directory beside ``dest`` which is renamed into place at the
-    end, so a failure leaves neither a half-written bundle nor a damaged old one.
+    Everything goes to a temporary directory beside ``dest``: each file is written and fsynced,
+    then the directories, and the result is swapped with ``dest`` in one atomic step
+    (``renameat2(RENAME_EXCHANGE)``, see :mod:`edge_runtime.fsutil`) before the parent directory
+    is synced and the old bundle deleted. A failure or a crash at any point leaves ``dest``
+    holding the old bundle or the new one, complete; never a half-written or a missing one.
 
     Raises:
         BundleError: ``dest`` holds a bundle and ``force`` is false, ``dest`` is something else
@@ -272,42 +252,27 @@ def write_bundle(
     )
     try:
         for name, source in files.items():
-            _write_file(staging / name, source)
+            write_file(staging / name, source)
         for item in artifacts:
             written = staging / item["path"]
             item["sha256"] = sha256_file(written)
             item["bytes"] = written.stat().st_size
         model = parse_manifest(json.dumps(raw), where=f"manifest for {target}")
-        _write_file(staging / LABELS_NAME, ("\n".join(model.labels) + "\n").encode("utf-8"))
-        _write_file(staging / MANIFEST_NAME, model.to_json().encode("utf-8"))
+        write_file(staging / LABELS_NAME, ("\n".join(model.labels) + "\n").encode("utf-8"))
+        write_file(staging / MANIFEST_NAME, model.to_json().encode("utf-8"))
         validate_directory(staging, verify_hashes=True)
-        _fsync_directory(staging)
-        _swap_into_place(staging, target)
+        # Every file is synced; now their names, then the one step that publishes them all.
+        fsync_tree(staging)
+        retired = replace_directory(staging, target)
     except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
         if isinstance(exc, OSError):
             raise BundleError(f"cannot write bundle {target}: {exc}") from exc
         raise
-    return load_bundle(target, verify_hashes=False)
-
-
-def _swap_into_place(staging: Path, target: Path) -> None:
-    if not target.exists():
-        os.rename(staging, target)
-    else:
-        # Directories cannot be renamed over non-empty ones: move the old one aside first.
-        retired = Path(
-            tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent)
-        )
-        retired.rmdir()
-        os.rename(target, retired)
-        try:
-            os.rename(staging, target)
-        except OSError:
-            os.rename(retired, target)
-            raise
+    if retired is not None:
+        # The old bundle, now under a hidden name; the new one is in place and durable already.
         shutil.rmtree(retired, ignore_errors=True)
-    _fsync_directory(target.parent)
+    return load_bundle(target, verify_hashes=False)
 
 
 def pack_bundle(

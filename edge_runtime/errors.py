@@ -20,6 +20,10 @@ class BundleError(EdgeRuntimeError):
     """A model bundle is malformed, incomplete, tampered with, or unsafe to unpack."""
 
 
+class IncompatibleBundleError(BundleError):
+    """A valid bundle that this runtime version or device profile may not run (``compatible``)."""
+
+
 class ModelError(EdgeRuntimeError):
     """A model file cannot be loaded or does not fit its labels or input description."""
 

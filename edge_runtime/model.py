@@ -53,6 +53,7 @@ from edge_runtime.selection import (
     DEFAULT_PRECISIONS,
     artifact_candidates,
     backend_candidates,
+    check_compatible,
     options_from_profile,
 )
 from edge_runtime.types import Classification, TensorSpec
@@ -262,12 +263,15 @@ def load_model(
     ``backend``: ``auto`` (by file format and the profile's backend order), ``litert`` or
     ``onnxruntime``. ``options``: backend settings (default: the profile's). ``artifact`` /
     ``precision``: which artifact of a bundle to run (default: the profile's preference).
-    ``profile``: a device profile or its name (default: formats tflite then onnx, int8 first).
+    ``profile``: a device profile or its name (default: formats tflite then onnx, int8 first); a
+    bundle whose ``compatible.profiles`` leave it out is refused.
 
     Raises:
         ModelError: no such file, an unsupported file type, labels that do not fit the model, or
             an input the runtime cannot feed.
         BundleError: an invalid bundle, or no artifact matching the choice.
+        IncompatibleBundleError: the bundle's ``compatible`` range excludes this runtime's
+            version, or its profile list excludes ``profile``.
         UnknownComponentError: an unknown backend name.
         ConfigError: a backend that cannot run the chosen format, or a bad setting.
         MissingDependencyError: the backend's package is not installed (names the extra).
@@ -452,6 +456,7 @@ def _load_bundle_model(
 ) -> LoadedModel:
     bundle = load_bundle(source)
     try:
+        check_compatible(bundle.manifest, profile=device)
         candidates = artifact_candidates(
             bundle, artifact=artifact, precision=precision, backend=backend_name, profile=device
         )

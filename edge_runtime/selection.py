@@ -12,13 +12,16 @@ from collections.abc import Iterable
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any, cast
 
+from packaging.version import InvalidVersion, Version
+
+from edge_runtime import __version__
 from edge_runtime.backends import (
     FORMAT_BACKENDS,
     BackendOptions,
     backends_for_format,
     check_backend_for_format,
 )
-from edge_runtime.errors import BundleError, ConfigError
+from edge_runtime.errors import BundleError, ConfigError, IncompatibleBundleError
 
 if TYPE_CHECKING:  # the bundle package imports this module; keep the cycle out of run time
     from devices import DeviceProfile
@@ -27,6 +30,8 @@ if TYPE_CHECKING:  # the bundle package imports this module; keep the cycle out 
 #: artifact formats and precisions in the order a device without a profile prefers them
 DEFAULT_FORMATS: tuple[str, ...] = ("tflite", "onnx")
 DEFAULT_PRECISIONS: tuple[str, ...] = ("int8", "fp16", "dynamic", "fp32")
+#: the local version label of a runtime that runs from a source tree that was never installed
+UNKNOWN_VERSION_LABEL = "unknown"
 
 
 def options_from_profile(
@@ -146,12 +151,79 @@ def artifact_candidates(
     return ordered
 
 
+# --------------------------------------------------------------------------------------------
+# May this bundle run here at all?
+
+
+def compatibility_problems(
+    manifest: BundleManifest,
+    *,
+    runtime_version: str | None = None,
+    profile: DeviceProfile | str | None = None,
+) -> list[str]:
+    """Why ``manifest`` may not run on this runtime and device (empty: it may).
+
+    ``runtime_version``: this runtime's version (default :data:`edge_runtime.__version__`); a
+    source tree that was never installed does not know its version and is not judged by it.
+    ``profile``: the device profile in use (a profile or its name); ``None`` when none is known,
+    in which case the bundle's profile list is not checked.
+    """
+    problems = []
+    if runtime_version is None:
+        runtime_version = __version__
+    version = _known_version(runtime_version)
+    wanted = manifest.compatible.runtime_range()
+    # Judge the release a build belongs to: a 0.2 pre-release or development build (which PEP 440
+    # orders before 0.2) must run the bundles its own exporter writes for ">=0.2".
+    if version is not None and not wanted.contains(version.base_version, prereleases=True):
+        problems.append(
+            f"needs edge-runtime {manifest.compatible.runtime} but this runtime is "
+            f"{runtime_version}: update the runtime or use a bundle made for it"
+        )
+    name = getattr(profile, "name", profile)
+    allowed = manifest.compatible.profiles
+    if name is not None and allowed and name not in allowed:
+        problems.append(
+            f"is made for the device profiles {', '.join(allowed)}, not for {name} "
+            "(choose another profile or a bundle made for this device)"
+        )
+    return problems
+
+
+def check_compatible(
+    manifest: BundleManifest,
+    *,
+    runtime_version: str | None = None,
+    profile: DeviceProfile | str | None = None,
+) -> None:
+    """Refuse a bundle this runtime or device may not run (see :func:`compatibility_problems`).
+
+    Raises:
+        IncompatibleBundleError: one line naming the bundle and every reason.
+    """
+    problems = compatibility_problems(manifest, runtime_version=runtime_version, profile=profile)
+    if problems:
+        raise IncompatibleBundleError(
+            f"bundle {manifest.name} version {manifest.version} {'; and it '.join(problems)}"
+        )
+
+
+def _known_version(text: str) -> Version | None:
+    try:
+        version = Version(text)
+    except InvalidVersion:
+        return None
+    return None if version.local == UNKNOWN_VERSION_LABEL else version
+
+
 __all__ = [
     "DEFAULT_FORMATS",
     "DEFAULT_PRECISIONS",
     "artifact_candidates",
     "backend_candidates",
     "can_run",
+    "check_compatible",
+    "compatibility_problems",
     "options_from_profile",
     "select_artifact",
 ]

@@ -218,3 +218,19 @@ def test_help_has_an_example(capsys: pytest.CaptureFixture[str]) -> None:
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "edge-runtime classify bird.bmp" in out and "--json" in out
+
+
+def test_a_bundle_for_another_device_is_refused(
+    onnx_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Compatibility is not covered by the artifacts' hashes: editing it in place is a valid bundle.
+    manifest_path = onnx_bundle / "manifest.json"
+    raw = json.loads(manifest_path.read_text())
+    raw["compatible"] = {"runtime": ">=0.1", "profiles": ["jetson-nano"]}
+    manifest_path.write_text(json.dumps(raw))
+    code, _, err = run_cli(
+        capsys, "classify", "x.jpg", "--model", str(onnx_bundle), "--profile", "raspberry-pi-4"
+    )
+    assert_one_clear_error(
+        code, err, "bundle colours version 2 is made for the device profiles jetson-nano"
+    )

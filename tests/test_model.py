@@ -19,6 +19,7 @@ from edge_runtime.errors import (
     BackendError,
     BundleError,
     ConfigError,
+    IncompatibleBundleError,
     MissingDependencyError,
     ModelError,
     PreprocessError,
@@ -488,3 +489,33 @@ def test_loaded_model_with_an_int8_output_backend() -> None:
     assert model.info["input"]["feed"] == "quantize"
     model.close()
     assert backend.closed
+
+
+def with_compatible(bundle_dir: Path, dest: Path, **compatible: object) -> Path:
+    """A copy of ``bundle_dir`` whose manifest says ``compatible``."""
+    with load_bundle(bundle_dir) as bundle:
+        raw = bundle.manifest.model_dump(mode="json", by_alias=True)
+        raw["compatible"] = {**raw["compatible"], **compatible}
+        files = {a.path: bundle.path_of(a.path) for a in bundle.manifest.artifacts}
+        write_bundle(dest, raw, files)
+    return dest
+
+
+def test_a_bundle_for_another_runtime_or_device_is_refused(
+    onnx_bundle: Path, tmp_path: Path
+) -> None:
+    from devices import load_profile
+
+    newer = with_compatible(onnx_bundle, tmp_path / "newer", runtime=">=99")
+    with pytest.raises(IncompatibleBundleError, match="needs edge-runtime >=99 but this runtime"):
+        load_model(newer)
+    for_pi = with_compatible(onnx_bundle, tmp_path / "for-pi", profiles=["raspberry-pi-5"])
+    with pytest.raises(IncompatibleBundleError, match="not for generic-x86_64"):
+        load_model(for_pi, profile="generic-x86_64")
+    with load_model(for_pi, profile=load_profile("raspberry-pi-5")) as model:
+        assert model.info["name"] == "colours"
+    with load_model(for_pi) as model:  # no profile known: nothing to compare with
+        assert model.info["name"] == "colours"
+    pack_bundle(newer, tmp_path / "newer.tar")
+    with pytest.raises(IncompatibleBundleError):
+        load_model(tmp_path / "newer.tar")

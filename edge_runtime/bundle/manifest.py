@@ -11,7 +11,16 @@ import re
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from edge_runtime.errors import BundleError
 from edge_runtime.preprocess import PreprocessSpec, Roi
@@ -101,10 +110,27 @@ class Thresholds(_Strict):
 
 
 class Compatible(_Strict):
-    """Where this bundle may run."""
+    """Where this bundle may run (checked by :func:`edge_runtime.selection.check_compatible`)."""
 
-    runtime: str = Field(">=0.1", description="Runtime version range, e.g. '>=0.1,<1'.")
+    runtime: str = Field(
+        ">=0.1", description="Runtime version range (PEP 440), e.g. '>=0.1,<1'; empty = any."
+    )
     profiles: list[str] = Field(default_factory=list, description="Device profiles; empty = any.")
+
+    @field_validator("runtime")
+    @classmethod
+    def _verify_runtime_range(cls, value: str) -> str:
+        try:
+            SpecifierSet(value)
+        except InvalidSpecifier:
+            raise ValueError(
+                f"compatible.runtime {value!r} is not a version range such as '>=0.1,<1'"
+            ) from None
+        return value
+
+    def runtime_range(self) -> SpecifierSet:
+        """The runtime versions this bundle accepts."""
+        return SpecifierSet(self.runtime)
 
 
 class Sample(_Strict):

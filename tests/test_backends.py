@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from edge_runtime.backends import (
     check_backend_for_format,
     open_backend,
 )
-from edge_runtime.backends.litert import LiteRTBackend
+from edge_runtime.backends.litert import LiteRTBackend, import_interpreter
 from edge_runtime.backends.onnxruntime import OnnxRuntimeBackend, choose_providers
 from edge_runtime.errors import (
     BackendError,
@@ -195,11 +196,49 @@ def test_missing_litert_names_the_extra(
         "ai_edge_litert.interpreter",
         "tflite_runtime",
         "tflite_runtime.interpreter",
-        "tensorflow",
     ):
         monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(MissingDependencyError, match=r"pip install 'edge-classify\[tflite\]'"):
         open_backend("litert", imagenet_model)
+
+
+def fake_package(name: str, **attributes: object) -> types.ModuleType:
+    module = types.ModuleType(name)
+    module.__dict__.update(attributes)
+    return module
+
+
+def test_litert_never_falls_back_to_tensorflow(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A workstation with TensorFlow and no LiteRT package: the runtime must still not touch it.
+    for name in ("ai_edge_litert", "ai_edge_litert.interpreter"):
+        monkeypatch.setitem(sys.modules, name, None)
+    for name in ("tflite_runtime", "tflite_runtime.interpreter"):
+        monkeypatch.setitem(sys.modules, name, None)
+    touched: list[str] = []
+
+    class Lite:
+        def __getattr__(self, attribute: str) -> object:
+            touched.append(attribute)
+            return object
+
+    monkeypatch.setitem(sys.modules, "tensorflow", fake_package("tensorflow", lite=Lite()))
+    with pytest.raises(MissingDependencyError, match="ai-edge-litert"):
+        import_interpreter()
+    assert touched == []
+
+
+def test_tflite_runtime_is_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("ai_edge_litert", "ai_edge_litert.interpreter"):
+        monkeypatch.setitem(sys.modules, name, None)
+
+    class Interpreter:  # stands for tflite_runtime's, which needs NumPy 1.x
+        pass
+
+    interpreter = fake_package("tflite_runtime.interpreter", Interpreter=Interpreter)
+    monkeypatch.setitem(sys.modules, "tflite_runtime", fake_package("tflite_runtime"))
+    monkeypatch.setitem(sys.modules, "tflite_runtime.interpreter", interpreter)
+    api = import_interpreter()
+    assert api.package == "tflite_runtime" and api.interpreter is Interpreter
 
 
 # -- choosing backends ----------------------------------------------------------------------------

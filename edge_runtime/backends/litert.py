@@ -1,5 +1,8 @@
-"""LiteRT (TensorFlow Lite) backend: ``ai_edge_litert``, else ``tflite_runtime``, else
-``tensorflow.lite`` when it happens to be installed.
+"""LiteRT (TensorFlow Lite) backend: ``ai_edge_litert`` (the ``tflite`` extra), else
+``tflite_runtime`` (for devices whose system NumPy is still 1.x).
+
+Never TensorFlow, not even when it happens to be installed: the device runtime must not depend
+on it, and an import by name at run time is one that import-linter cannot see.
 
 The interpreter runs with XNNPACK (LiteRT's default CPU delegate) and ``num_threads``; extra
 delegates such as the Coral Edge TPU's ``libedgetpu.so.1`` are loaded by path. Nothing is imported
@@ -23,8 +26,8 @@ from edge_runtime.types import TensorSpec
 
 log = logging.getLogger(__name__)
 
-# Tried in this order; TensorFlow only as a last resort on a workstation that has it anyway.
-_INTERPRETER_PACKAGES = ("ai_edge_litert", "tflite_runtime", "tensorflow")
+# Tried in this order.
+_INTERPRETER_PACKAGES = ("ai_edge_litert", "tflite_runtime")
 
 
 @dataclass(frozen=True)
@@ -38,17 +41,6 @@ class InterpreterApi:
 
 
 def _api_of(package: str) -> InterpreterApi:
-    if package == "tensorflow":
-        # Imported by name at run time only: the runtime never depends on TensorFlow, it merely
-        # uses it when a workstation has it and nothing lighter.
-        lite = importlib.import_module("tensorflow").lite
-        experimental = getattr(lite, "experimental", None)
-        return InterpreterApi(
-            package,
-            lite.Interpreter,
-            getattr(experimental, "load_delegate", None),
-            getattr(experimental, "OpResolverType", None),
-        )
     module = importlib.import_module(f"{package}.interpreter")
     return InterpreterApi(
         package,

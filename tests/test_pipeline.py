@@ -204,32 +204,80 @@ def test_status_reaches_the_sinks() -> None:
     assert snapshot["model"] == {"name": "first"} and snapshot["frames"] == 2
 
 
+class RendezvousModel(EchoModel):
+    """Proves overlap without timing: preparing frame k+1 waits until inferring frame k has
+    begun, and inferring frame k waits until preparing frame k+1 has begun, so each pair can
+    only finish when both run at the same time. A sequential loop cannot meet: each wait then
+    gives up after ``patience`` seconds and counts a miss. ``last`` is the final frame's value,
+    which has no successor to wait for."""
+
+    def __init__(self, last: int, patience: float = 10.0) -> None:
+        super().__init__("rendezvous")
+        self.last = last
+        self.patience = patience
+        self.infer_started = {value: threading.Event() for value in range(1, last + 1)}
+        self.prepare_started = {value: threading.Event() for value in range(1, last + 1)}
+        self.misses = 0
+
+    def _meet(self, arrived: threading.Event, other: threading.Event) -> None:
+        arrived.set()
+        if not other.wait(self.patience):
+            self.misses += 1
+
+    def prepare(self, image: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        value = int(image[0, 0, 0])
+        if value > 1:
+            self._meet(self.prepare_started[value], self.infer_started[value - 1])
+        return super().prepare(image, out)
+
+    def infer(self, tensor: np.ndarray) -> np.ndarray:
+        value = int(tensor[0])
+        if value < self.last:
+            self._meet(self.infer_started[value], self.prepare_started[value + 1])
+        return super().infer(tensor)
+
+
 def test_preprocessing_overlaps_inference() -> None:
-    model = EchoModel("slow", delay=0.02)
-    Pipeline(ListSource(list(range(1, 9))), model, TopOne(), [ListSink()]).run()
-    overlaps = sum(
-        1
-        for p0, p1 in model.prepare_intervals
-        for i0, i1 in model.infer_intervals
-        if p0 < i1 and i0 < p1
-    )
-    assert overlaps >= 3, "the next frame is prepared while the backend runs"
+    model = RendezvousModel(last=8)
+    sink = ListSink()
+    Pipeline(ListSource(list(range(1, 9))), model, TopOne(), [sink]).run()
+    assert len(sink.predictions) == 8
+    assert model.misses == 0, "the next frame is prepared while the backend runs"
     # Buffers are reused: a small ring, not one per frame.
     assert model.buffers_made <= PipelineOptions().queue_depth + 2
 
 
+class ConcurrencyProbe(EchoModel):
+    """Counts calls to prepare that begin while an inference is still running."""
+
+    def __init__(self) -> None:
+        super().__init__("probe")
+        self._inferring = threading.Event()
+        self.overlaps = 0
+
+    def prepare(self, image: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        self.overlaps += int(self._inferring.is_set())
+        return super().prepare(image, out)
+
+    def infer(self, tensor: np.ndarray) -> np.ndarray:
+        self._inferring.set()
+        try:
+            return super().infer(tensor)
+        finally:
+            self._inferring.clear()
+
+
 def test_sequential_mode_never_overlaps() -> None:
-    model = EchoModel("slow", delay=0.01)
+    model = ConcurrencyProbe()
+    sink = ListSink()
     Pipeline(
         ListSource(list(range(1, 6))),
         model,
         TopOne(),
-        [ListSink()],
+        [sink],
         options=PipelineOptions(pipelined=False),
     ).run()
-    for p0, p1 in model.prepare_intervals:
-        for i0, i1 in model.infer_intervals:
-            assert not (p0 < i1 and i0 < p1)
+    assert len(sink.predictions) == 5 and model.overlaps == 0
 
 
 class GatedSource(ListSource):
@@ -302,12 +350,26 @@ def test_stop_from_another_thread() -> None:
             self.values.append(1)
             return super().read(timeout)
 
-    sink = ListSink()
-    pipeline = Pipeline(Endless([1]), EchoModel("m", delay=0.002), TopOne(), [sink])
-    timer = threading.Timer(0.2, pipeline.stop)
-    timer.start()
+    class StopAfter(ListSink):
+        """Asks another thread to stop the pipeline once three frames are out."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.enough = threading.Event()
+
+        def emit(self, prediction: Prediction, frame: Frame | None = None) -> None:
+            super().emit(prediction, frame)
+            if len(self.predictions) == 3:
+                self.enough.set()
+
+    sink = StopAfter()
+    pipeline = Pipeline(Endless([1]), EchoModel("m"), TopOne(), [sink])
+    stopper = threading.Thread(target=lambda: sink.enough.wait(10) and pipeline.stop())
+    stopper.start()
     summary = pipeline.run()
-    assert summary.frames > 0 and pipeline.stopping
+    stopper.join()
+    assert sink.enough.is_set() and pipeline.stopping
+    assert summary.frames >= 3  # the frames in flight when stop() came still finish
 
 
 class LiveThenEnds(ListSource):

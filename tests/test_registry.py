@@ -26,7 +26,9 @@ def test_every_entry_names_a_module_of_ours() -> None:
 
 
 def test_missing_dependency_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "paho", None)  # makes `import paho` fail
+    # None in sys.modules makes an import fail, also when an earlier test imported paho for real.
+    for name in ("paho", "paho.mqtt", "paho.mqtt.client"):
+        monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(MissingDependencyError, match=r"pip install 'edge-classify\[mqtt\]'"):
         registry.require("paho.mqtt.client", "mqtt", "the MQTT sink")
 

@@ -270,22 +270,27 @@ def test_synthetic_without_fps_is_every_frame_of_the_scene_in_order() -> None:
 
 
 def test_synthetic_with_fps_paces_like_a_camera_and_drops_for_a_slow_reader() -> None:
-    source = open_source("synthetic:banknotes?fps=100&frames=30&width=64&height=48")
+    clock = FakeClock(start=0.0)
+    source = open_source(
+        "synthetic:banknotes?fps=100&frames=30&width=64&height=48", clock=clock, sleep=clock.sleep
+    )
     assert source.live
-    started = time.monotonic()
     frames = []
     with source:
         while (got := source.read(timeout=5)) is not None:
             frames.append(got)
-            time.sleep(0.05)  # a slow model: 20 frames per second against a 100 fps camera
+            # A slow model: the camera captures two more frames while it works on this one.
+            wanted = min(30, got.index + 3)
+            assert wait_until(lambda n=wanted: source.stats_snapshot()["captured"] >= n)
         assert source.ended
-    elapsed = time.monotonic() - started
     indices = [f.index for f in frames]
     assert indices == sorted(set(indices)) and indices[-1] == 29
     stats = source.stats
     assert stats.captured == 30
     assert stats.dropped > 0 and stats.captured == stats.delivered + stats.dropped
-    assert elapsed >= 0.29  # 30 frames at 100 fps cannot arrive faster than the pace
+    # 30 frames at 100 fps cannot arrive faster than the pace: 29 periods on the camera's clock.
+    assert clock.now == pytest.approx(0.29) and clock.sleeps
+    assert all(pause == pytest.approx(0.01) for pause in clock.sleeps)
     reference = SceneStream("banknotes", seed=0, width=64, height=48)
     assert all(f.truth == reference.frame(f.index)[1] for f in frames)
 
@@ -464,16 +469,24 @@ def test_slow_reader_gets_the_newest_frame_and_drops_are_counted() -> None:
     assert source.read(timeout=0.1) is None and source.ended
 
 
-def test_close_stops_a_source_blocked_in_reconnect_waits() -> None:
+def test_close_stops_a_source_blocked_in_reconnect_waits(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     camera = FakeCamera(sessions=(1,), outage_opens=10**6)
     source = open_source(
-        "camera:0", capture_factory=camera.factory, reconnect_initial_s=5, reconnect_max_s=5
+        "camera:0",
+        capture_factory=camera.factory,
+        reconnect_initial_s=1000,
+        reconnect_max_s=1000,
+        give_up_after_s=10_000,
     )
     source.open()
     assert wait_until(lambda: camera.session == 1)
-    started = time.monotonic()
-    source.close()
-    assert time.monotonic() - started < 2.0
+    with caplog.at_level(logging.WARNING, logger="edge_runtime.sources.live"):
+        source.close()
+    # The reconnect wait is 1000 s: close() only returns with the thread gone (no warning that
+    # it is still busy after close's 5 s join) when closing interrupts the wait.
+    assert "still busy" not in caplog.text
     assert [f.index for f in drain(source, timeout=0.1)] == [0]
     assert source.ended
 

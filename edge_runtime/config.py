@@ -28,6 +28,7 @@ gpio = { pin = 17, label = "counterfeit", hold_s = 1.5 }
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -36,6 +37,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edge_runtime.errors import ConfigError
+from edge_runtime.postprocess import (
+    STILLS_DEBOUNCE,
+    STREAM_DEBOUNCE,
+    PostprocessConfig,
+    Smoothing,
+    default_debounce,
+)
 from edge_runtime.validation import describe_validation_error
 
 if sys.version_info >= (3, 11):
@@ -76,10 +84,14 @@ class SourceConfig(_Section):
     )
 
 
-class PostprocessSection(_Section):
-    """How scores become decisions."""
+_POSTPROCESS = PostprocessConfig()
 
-    top_k: int = Field(5, ge=1, description="Classes reported per frame.")
+
+class PostprocessSection(_Section):
+    """How scores become decisions. Unset fields keep the defaults of
+    :class:`edge_runtime.postprocess.PostprocessConfig` (and the bundle's thresholds)."""
+
+    top_k: int = Field(_POSTPROCESS.top_k, ge=1, description="Classes reported per frame.")
     threshold: float | None = Field(
         None,
         ge=0,
@@ -88,15 +100,46 @@ class PostprocessSection(_Section):
         "Default: the bundle's threshold.",
     )
     per_class_thresholds: dict[str, float] = Field(
-        default_factory=dict, description="Per-class minimum confidence."
+        default_factory=dict,
+        description="Per-class minimum confidence. Default: the bundle's per-class thresholds.",
     )
-    smoothing: Literal["none", "ema", "majority"] = Field(
-        "none", description="Temporal smoothing over 'window' frames."
+    smoothing: Smoothing = Field(
+        _POSTPROCESS.smoothing, description="Temporal smoothing over 'window' frames."
     )
-    window: int = Field(5, ge=1, description="Frames the smoothing looks back over.")
-    debounce: int = Field(2, ge=1, description="Frames a new label must hold before its event.")
+    window: int = Field(
+        _POSTPROCESS.window, ge=1, description="Frames the smoothing looks back over."
+    )
+    debounce: int | None = Field(
+        None,
+        ge=1,
+        description=f"Frames a new label must hold before its event. Default: {STREAM_DEBOUNCE} "
+        "on a stream (camera, video, synthetic scenes), so a one-frame flicker is not announced; "
+        f"{STILLS_DEBOUNCE} on image files, each its own decision.",
+    )
     allow: list[str] = Field(default_factory=list, description="Only these classes are reported.")
     deny: list[str] = Field(default_factory=list, description="These classes are never reported.")
+
+    def to_postprocess_config(
+        self, base: PostprocessConfig, *, stills: bool = False
+    ) -> PostprocessConfig:
+        """These settings laid over ``base``, a model's defaults (its bundle's thresholds):
+        what is set here wins, what is not keeps ``base``'s value. ``stills`` says the frames
+        are unrelated still images, which decides the debounce when it is not set.
+
+        Raises:
+            ConfigError: the combination is invalid (see PostprocessConfig).
+        """
+        return dataclasses.replace(
+            base,
+            top_k=self.top_k,
+            threshold=base.threshold if self.threshold is None else self.threshold,
+            per_class_thresholds=dict(self.per_class_thresholds or base.per_class_thresholds),
+            smoothing=self.smoothing,
+            window=self.window,
+            debounce=default_debounce(stills) if self.debounce is None else self.debounce,
+            allow=tuple(self.allow),
+            deny=tuple(self.deny),
+        )
 
 
 class GpioConfig(_Section):

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TextIO
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -28,9 +28,6 @@ from edge_runtime.sinks.base import Sink
 from edge_runtime.sources.base import Source
 from edge_runtime.status import RuntimeStatus
 from edge_runtime.types import Frame, Prediction
-
-if TYPE_CHECKING:
-    from edge_runtime.config import RuntimeConfig
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +152,13 @@ class Pipeline:
 
     @property
     def model(self) -> PipelineModel:
+        """The model frames are prepared for now (the newest after a swap)."""
         return self._model
+
+    @property
+    def postprocessor(self) -> FramePostprocessor:
+        """The postprocessor of the model now serving (or the one a swap has queued)."""
+        return self._next_postprocessor or self._postprocessor
 
     def swap_model(
         self, model: PipelineModel, postprocessor: FramePostprocessor, *, close_old: bool = True
@@ -432,114 +435,3 @@ class Pipeline:
         limit = self.options.max_frames
         if limit is not None and self.status.frames >= limit:
             self._stop.set()
-
-
-def build_sinks(config: RuntimeConfig, stream: TextIO | None = None) -> list[Sink]:
-    """The sinks a configuration's ``[outputs]`` section asks for, not yet opened.
-
-    Raises:
-        ConfigError, SinkError, MissingDependencyError: as :func:`edge_runtime.sinks.open_sink`.
-    """
-    from edge_runtime.sinks import open_sink
-    from edge_runtime.sinks.http import parse_address
-
-    outputs = config.outputs
-    sinks: list[Sink] = []
-    if outputs.console == "pretty":
-        sinks.append(open_sink("pretty", stream=stream, interval_s=config.run.status_interval_s))
-    elif outputs.console == "jsonl":
-        sinks.append(open_sink("jsonl", stream=stream))
-    if outputs.reject_label:
-        sinks.append(open_sink("reject", label=outputs.reject_label, stream=stream))
-    if outputs.jsonl_file:
-        sinks.append(open_sink("jsonl", path=outputs.jsonl_file, max_bytes=outputs.jsonl_max_bytes))
-    if outputs.http:
-        host, port = parse_address(outputs.http)
-        sinks.append(open_sink("http", host=host, port=port))
-    if outputs.mqtt:
-        sinks.append(open_sink("mqtt", url=outputs.mqtt))
-    if outputs.webhook:
-        sinks.append(open_sink("webhook", url=outputs.webhook))
-    if outputs.gpio is not None:
-        gpio = outputs.gpio
-        sinks.append(
-            open_sink(
-                "gpio",
-                pin=gpio.pin,
-                label=gpio.label,
-                hold_s=gpio.hold_s,
-                active_high=gpio.active_high,
-            )
-        )
-    if outputs.preview or outputs.snapshot_dir:
-        sinks.append(open_sink("preview", video=outputs.preview, snapshot_dir=outputs.snapshot_dir))
-    return sinks
-
-
-def build_pipeline(config: RuntimeConfig, *, stream: TextIO | None = None) -> Pipeline:
-    """Load the model, open nothing yet, and wire source, model, postprocessing and sinks.
-
-    ``stream`` is where console sinks write (default: standard output).
-
-    Raises:
-        EdgeRuntimeError: the model cannot be loaded, the source URI or a sink is invalid, or an
-            optional package is missing (the message names the extra to install).
-    """
-    from devices import profile_for_this_device
-    from edge_runtime.model import load_model, options_from_profile, resolve_profile
-    from edge_runtime.preprocess import Roi
-    from edge_runtime.sources import open_source
-
-    model_config = config.model
-    profile = (
-        resolve_profile(model_config.profile)
-        if model_config.profile is not None
-        else profile_for_this_device()
-    )
-    roi = Roi.parse(config.source.roi) if config.source.roi else None
-    source = open_source(config.source.uri, **config.source.options)
-    sinks = build_sinks(config, stream)
-    model = load_model(
-        model_config.path,
-        labels=model_config.labels,
-        backend=model_config.backend,
-        artifact=model_config.artifact,
-        precision=model_config.precision,
-        profile=profile,
-        options=options_from_profile(profile, threads=model_config.threads),
-        roi=roi,
-    )
-    try:
-        postprocessor = model.postprocessor(postprocess_config(config, model))
-    except BaseException:
-        model.close()
-        raise
-    return Pipeline(
-        source,
-        model,
-        postprocessor,
-        sinks,
-        options=PipelineOptions(max_frames=config.run.max_frames, pipelined=config.run.pipelined),
-    )
-
-
-def postprocess_config(config: RuntimeConfig, model: Any) -> Any:
-    """The model's default postprocessing (its bundle thresholds) with the configuration's changes.
-
-    Raises:
-        ConfigError: a setting is invalid or names classes the model does not have.
-    """
-    section = config.postprocess
-    overrides: dict[str, Any] = {
-        "top_k": min(section.top_k, len(model.labels)),
-        "smoothing": section.smoothing,
-        "window": section.window,
-        "debounce": section.debounce,
-        "allow": tuple(section.allow),
-        "deny": tuple(section.deny),
-    }
-    if section.threshold is not None:
-        overrides["threshold"] = section.threshold
-    if section.per_class_thresholds:
-        overrides["per_class_thresholds"] = dict(section.per_class_thresholds)
-    return model.default_postprocess_config(**overrides)

@@ -93,7 +93,7 @@ def test_synthetic_stream_pretty_console(onnx_bundle: Path, capsys: pytest.Captu
 
 
 def test_live_stream_serves_status_while_running(onnx_bundle: Path) -> None:
-    from edge_runtime.pipeline import build_pipeline
+    from edge_runtime.wiring import build_pipeline
 
     config = parse_config(
         {
@@ -207,7 +207,7 @@ def test_unreachable_camera_is_one_line(
 
 def test_config_validation(tmp_path: Path) -> None:
     good = {"model": {"path": "m.tflite"}, "source": {"uri": "camera:0"}}
-    assert parse_config(good).postprocess.debounce == 2
+    assert parse_config(good).postprocess.debounce is None  # decided by the source, below
     with pytest.raises(ConfigError, match="model.colour: Extra inputs"):
         parse_config({**good, "model": {"path": "m", "colour": 1}})
     with pytest.raises(ConfigError, match="both allowed and denied: stop"):

@@ -12,7 +12,7 @@ import pytest
 from edge_runtime.bundle import load_bundle
 from edge_runtime.cli import main as runtime_main
 from edge_runtime.config import parse_config
-from edge_runtime.pipeline import build_pipeline
+from edge_runtime.wiring import build_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"

@@ -26,6 +26,7 @@ Ctrl-C stops after the frame in hand and prints a summary.
 
 def register(subparsers: Any) -> None:
     from edge_runtime.commands.classify import add_model_arguments
+    from edge_runtime.postprocess import STILLS_DEBOUNCE, STREAM_DEBOUNCE
 
     parser = subparsers.add_parser(
         "run",
@@ -59,7 +60,11 @@ def register(subparsers: Any) -> None:
         "--smoothing", choices=("ema", "majority"), help="how --smooth combines frames (ema)"
     )
     post.add_argument(
-        "--debounce", type=int, metavar="K", help="frames a new label must hold to be announced (2)"
+        "--debounce",
+        type=int,
+        metavar="K",
+        help=f"frames a new label must hold to be announced (default: {STREAM_DEBOUNCE} on a "
+        f"stream, {STILLS_DEBOUNCE} on image files)",
     )
     post.add_argument("--allow", metavar="L1,L2", help="report only these classes")
     post.add_argument("--deny", metavar="L1,L2", help="never report these classes")
@@ -159,7 +164,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from edge_runtime.pipeline import build_pipeline
+    from edge_runtime.wiring import build_pipeline
 
     config = config_from_args(args)
     pipeline = build_pipeline(config)

@@ -3,11 +3,15 @@
 No I/O here: everything works on numpy rows and returns :mod:`edge_runtime.types` values.
 """
 
-from edge_runtime.postprocess.postprocessor import (
+from edge_runtime.postprocess.config import (
     SMOOTHING,
+    STILLS_DEBOUNCE,
+    STREAM_DEBOUNCE,
     PostprocessConfig,
-    Postprocessor,
+    Smoothing,
+    default_debounce,
 )
+from edge_runtime.postprocess.postprocessor import Postprocessor
 from edge_runtime.postprocess.rules import CategoryFilter, ConfidenceThresholds
 from edge_runtime.postprocess.scores import (
     ACTIVATIONS,
@@ -22,6 +26,8 @@ from edge_runtime.postprocess.temporal import Debouncer, EmaSmoother, MajorityVo
 __all__ = [
     "ACTIVATIONS",
     "SMOOTHING",
+    "STILLS_DEBOUNCE",
+    "STREAM_DEBOUNCE",
     "CategoryFilter",
     "ConfidenceThresholds",
     "Debouncer",
@@ -30,6 +36,8 @@ __all__ = [
     "PostprocessConfig",
     "Postprocessor",
     "ScoreDecoder",
+    "Smoothing",
+    "default_debounce",
     "dequantize",
     "looks_like_probabilities",
     "softmax",

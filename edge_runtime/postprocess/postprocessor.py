@@ -9,54 +9,15 @@ thresholds -> majority vote (labels) -> debounce.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Literal, get_args
 
 import numpy as np
 
 from edge_runtime.errors import ConfigError
+from edge_runtime.postprocess.config import PostprocessConfig
 from edge_runtime.postprocess.rules import CategoryFilter, ConfidenceThresholds
-from edge_runtime.postprocess.scores import ScoreDecoder, check_activation, top_k
+from edge_runtime.postprocess.scores import ScoreDecoder, top_k
 from edge_runtime.postprocess.temporal import Debouncer, EmaSmoother, MajorityVote
 from edge_runtime.types import UNKNOWN, Classification, Prediction, TensorSpec
-
-Smoothing = Literal["none", "ema", "majority"]
-SMOOTHING: tuple[str, ...] = get_args(Smoothing)
-
-
-@dataclass(frozen=True)
-class PostprocessConfig:
-    """How raw scores become a decision.
-
-    ``top_k``: classes reported per frame. ``activation``: ``auto`` (softmax only when the outputs
-    are not probabilities), ``softmax`` or ``none``. ``threshold`` / ``per_class_thresholds``:
-    minimum probability, below which the label is ``unknown``. ``smoothing``: ``ema`` averages
-    probability rows over about ``window`` frames, ``majority`` takes the label most of the last
-    ``window`` frames had. ``debounce``: frames a new label must hold before its event fires.
-    ``allow`` / ``deny``: class names that may / may not be reported.
-    """
-
-    top_k: int = 5
-    activation: str = "auto"
-    threshold: float = 0.0
-    per_class_thresholds: Mapping[str, float] = field(default_factory=dict)
-    smoothing: str = "none"
-    window: int = 5
-    debounce: int = 1
-    announce_unknown: bool = False
-    allow: tuple[str, ...] = ()
-    deny: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        check_activation(self.activation)
-        if self.smoothing not in SMOOTHING:
-            raise ConfigError(
-                f"unknown smoothing '{self.smoothing}' (choose {', '.join(SMOOTHING)})"
-            )
-        for name in ("top_k", "window", "debounce"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a whole number, at least 1, got {value!r}")
 
 
 class Postprocessor:

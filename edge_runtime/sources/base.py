@@ -37,10 +37,14 @@ class Source(abc.ABC):
 
     Sources are returned unopened by ``open_source``; ``open()`` (or ``with source:``, or the first
     ``read()``) opens them.
+
+    ``stills`` sources deliver unrelated still pictures (image files) rather than consecutive
+    frames of one scene, so decisions are not debounced across them by default.
     """
 
     uri: str = ""
     live: bool = False
+    stills: bool = False
 
     def __init__(self) -> None:
         self.stats = SourceStats()

@@ -66,6 +66,8 @@ class ImageFilesSource(Source):
     class-per-folder datasets such as ``gtsrb/stop/0001.png``).
     """
 
+    stills = True
+
     def __init__(self, uri: str, *, loop: bool = False, truth_from_folder: bool = False) -> None:
         super().__init__()
         self.uri = uri

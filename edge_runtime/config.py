@@ -34,8 +34,16 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from edge_runtime.address import parse_address
 from edge_runtime.errors import ConfigError
 from edge_runtime.postprocess import (
     STILLS_DEBOUNCE,
@@ -157,7 +165,11 @@ class OutputsConfig(_Section):
     console: Literal["pretty", "jsonl", "none"] = Field("pretty", description="Console output.")
     jsonl_file: str | None = Field(None, description="Also write JSON lines to this file.")
     jsonl_max_bytes: int = Field(0, ge=0, description="Rotate the JSON lines file at this size.")
-    http: str | None = Field(None, description="Serve /healthz /status /latest /metrics here.")
+    http: str | None = Field(
+        None,
+        description="Serve /healthz /status /latest /metrics at this HOST:PORT (the service's "
+        "status server, not a sink: it stays up across model reloads).",
+    )
     mqtt: str | None = Field(None, description="Publish events to this broker URL.")
     webhook: str | None = Field(None, description="POST events to this URL.")
     gpio: GpioConfig | None = Field(None, description="Drive a GPIO pin on a label.")
@@ -168,6 +180,17 @@ class OutputsConfig(_Section):
     snapshot_dir: str | None = Field(
         None, description="Save an annotated frame per label change in this folder."
     )
+
+
+    @field_validator("http")
+    @classmethod
+    def _verify_http(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_address(value)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
 
 class RunConfig(_Section):

@@ -58,3 +58,7 @@ class MissingDependencyError(EdgeRuntimeError):
 
 class UnknownComponentError(ConfigError):
     """A backend, source or sink was named that the runtime does not know."""
+
+
+class ServiceError(EdgeRuntimeError):
+    """A part of the long-running service cannot start (the status server's port is taken)."""

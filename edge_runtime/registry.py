@@ -63,9 +63,6 @@ _ENTRIES: dict[str, dict[str, Entry]] = {
         "jsonl": Entry(
             "edge_runtime.sinks.jsonl:JsonLinesSink", None, "JSON lines, stdout or file"
         ),
-        "http": Entry(
-            "edge_runtime.sinks.http:HttpSink", None, "/healthz /status /latest /metrics"
-        ),
         "mqtt": Entry("edge_runtime.sinks.mqtt:MqttSink", "mqtt", "MQTT broker"),
         "webhook": Entry("edge_runtime.sinks.webhook:WebhookSink", None, "HTTP POST per event"),
         "gpio": Entry("edge_runtime.sinks.gpio:GpioSink", "rpi", "drive a pin on a label"),

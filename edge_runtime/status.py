@@ -1,12 +1,17 @@
-"""The runtime's live status: what the HTTP sink's /status and /metrics, the console and the daemon
-read.
+"""The runtime's live status: what the status server's /status and /metrics, the console and the
+service read.
 
-One ``RuntimeStatus`` per pipeline. The pipeline writes to it from its threads; readers take a
-``snapshot()``, a JSON-ready dict, so a server never holds the lock while it talks to a client.
+One ``RuntimeStatus`` per running service, handed to the pipeline (``Pipeline(status=...)``): it
+outlives a model swap and a restart of the pipeline, so what it reports never vanishes during a
+reload. The pipeline writes to it from its threads; readers take a ``snapshot()``, a JSON-ready
+dict, so a server never holds the lock while it talks to a client. Observers (the Prometheus
+metrics) see every recorded prediction; other parts of the service (updates, reloads) publish
+their own sections with ``set_section``.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -16,6 +21,11 @@ from typing import Any
 import numpy as np
 
 from edge_runtime.types import UNKNOWN, Prediction
+
+log = logging.getLogger(__name__)
+
+#: called with each recorded prediction, on the pipeline's output thread; must be quick
+Observer = Callable[[Prediction], None]
 
 
 class LatencyWindow:
@@ -60,6 +70,9 @@ class RuntimeStatus:
         self._source: dict[str, Any] = {}
         self._source_stats: Callable[[], Mapping[str, Any]] | None = None
         self._latest: Prediction | None = None
+        self._last_frame_at: float | None = None
+        self._observers: list[Observer] = []
+        self._sections: dict[str, dict[str, Any]] = {}
         self._frames = 0
         self._unknown = 0
         self._events = 0
@@ -90,6 +103,32 @@ class RuntimeStatus:
             self._source = dict(info)
             self._source_stats = stats
 
+    def set_section(self, name: str, info: Mapping[str, Any] | None) -> None:
+        """Publish (or, with None, withdraw) a named part of the snapshot, e.g. ``update`` for
+        the state of model updates. Names of the built-in keys are refused.
+
+        Raises:
+            ValueError: ``name`` is one of the snapshot's own keys.
+        """
+        if name in _OWN_KEYS:
+            raise ValueError(f"'{name}' is a built-in part of the status")
+        with self._lock:
+            if info is None:
+                self._sections.pop(name, None)
+            else:
+                self._sections[name] = dict(info)
+
+    def add_observer(self, observer: Observer) -> None:
+        """Call ``observer`` with every prediction recorded from now on."""
+        with self._lock:
+            self._observers.append(observer)
+
+    def remove_observer(self, observer: Observer) -> None:
+        """Stop calling ``observer`` (no error when it was not added)."""
+        with self._lock:
+            if observer in self._observers:
+                self._observers.remove(observer)
+
     def count_error(self, kind: str) -> None:
         """Count a non-fatal failure (a corrupt frame, a sink that could not send)."""
         with self._lock:
@@ -100,6 +139,7 @@ class RuntimeStatus:
         now = self._clock()
         with self._lock:
             self._latest = prediction
+            self._last_frame_at = now
             self._frames += 1
             self._frame_times.append(now)
             while self._frame_times and now - self._frame_times[0] > self._fps_window_s:
@@ -117,6 +157,12 @@ class RuntimeStatus:
                 if window is None:
                     window = self._latency[stage] = LatencyWindow()
                 window.add(value)
+            observers = list(self._observers)
+        for observer in observers:
+            try:
+                observer(prediction)
+            except Exception:  # a failing observer must not stop the frame loop
+                log.exception("status observer %r failed", observer)
 
     # -- readers -------------------------------------------------------------------------------
     @property
@@ -128,6 +174,15 @@ class RuntimeStatus:
     def latest(self) -> Prediction | None:
         with self._lock:
             return self._latest
+
+    def last_frame_age_s(self) -> float | None:
+        """Seconds since the latest prediction was recorded; None before the first."""
+        with self._lock:
+            return self._age_locked()
+
+    def _age_locked(self) -> float | None:
+        last = self._last_frame_at
+        return None if last is None else max(0.0, self._clock() - last)
 
     def fps(self) -> float:
         """Frames per second over the last few seconds."""
@@ -152,7 +207,9 @@ class RuntimeStatus:
         source_stats = dict(stats_fn()) if stats_fn is not None else {}
         with self._lock:
             latest = self._latest.to_dict() if self._latest is not None else None
+            age = self._age_locked()
             return {
+                **{name: dict(info) for name, info in self._sections.items()},
                 "state": self._state,
                 "message": self._message,
                 "uptime_s": round(self._clock() - self._started, 3),
@@ -169,5 +226,29 @@ class RuntimeStatus:
                 ),
                 "frames_with_truth": self._truth_seen,
                 "latency_ms": {stage: w.summary() for stage, w in self._latency.items()},
+                "last_frame_age_s": None if age is None else round(age, 3),
                 "latest": latest,
             }
+
+
+#: the keys every snapshot has; ``set_section`` may not use them
+_OWN_KEYS = frozenset(
+    {
+        "state",
+        "message",
+        "uptime_s",
+        "model",
+        "source",
+        "frames",
+        "fps",
+        "unknown",
+        "events",
+        "labels",
+        "errors",
+        "accuracy",
+        "frames_with_truth",
+        "latency_ms",
+        "last_frame_age_s",
+        "latest",
+    }
+)

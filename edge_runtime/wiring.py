@@ -29,13 +29,12 @@ def build_source(config: RuntimeConfig) -> Source:
 
 
 def build_sinks(config: RuntimeConfig, stream: TextIO | None = None) -> list[Sink]:
-    """The sinks a configuration's ``[outputs]`` section asks for, not yet opened.
+    """The sinks a configuration's ``[outputs]`` section asks for, not yet opened. (``http``
+    is no sink: the command serves it with ``edge_runtime.service.status_server``.)
 
     Raises:
         ConfigError, SinkError, MissingDependencyError: as :func:`edge_runtime.sinks.open_sink`.
     """
-    from edge_runtime.sinks.http import parse_address
-
     outputs = config.outputs
     sinks: list[Sink] = []
     if outputs.console == "pretty":
@@ -46,9 +45,6 @@ def build_sinks(config: RuntimeConfig, stream: TextIO | None = None) -> list[Sin
         sinks.append(open_sink("reject", label=outputs.reject_label, stream=stream))
     if outputs.jsonl_file:
         sinks.append(open_sink("jsonl", path=outputs.jsonl_file, max_bytes=outputs.jsonl_max_bytes))
-    if outputs.http:
-        host, port = parse_address(outputs.http)
-        sinks.append(open_sink("http", host=host, port=port))
     if outputs.mqtt:
         sinks.append(open_sink("mqtt", url=outputs.mqtt))
     if outputs.webhook:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import threading
-import time
+import urllib.error
 import urllib.request
+from contextlib import nullcontext
 from pathlib import Path
+from unittest.mock import patch
 
 import cv2
 import numpy as np
@@ -16,7 +18,9 @@ from edge_runtime.cli import main
 from edge_runtime.config import load_config, parse_config
 from edge_runtime.errors import ConfigError
 from edge_runtime.model import load_model
+from edge_runtime.pipeline import Pipeline, RunSummary
 from edge_runtime.preprocess import read_image
+from tests.fakes_io import free_port, wait_until
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
 
@@ -93,42 +97,64 @@ def test_synthetic_stream_pretty_console(onnx_bundle: Path, capsys: pytest.Captu
 
 
 def test_live_stream_serves_status_while_running(onnx_bundle: Path) -> None:
-    from edge_runtime.wiring import build_pipeline
-
-    config = parse_config(
-        {
-            "model": {"path": str(onnx_bundle)},
-            "source": {
-                "uri": "synthetic:banknotes",
-                "options": {"fps": 30, "width": 64, "height": 48},
-            },
-            "outputs": {"console": "none", "http": "127.0.0.1:0"},
-        }
+    port = free_port()
+    config_file = Path(onnx_bundle).parent / "runtime.toml"
+    config_file.write_text(
+        f'[model]\npath = "{onnx_bundle}"\n'
+        '[source]\nuri = "synthetic:banknotes"\noptions = { fps = 30, width = 64, height = 48 }\n'
+        f'[outputs]\nconsole = "none"\nhttp = "127.0.0.1:{port}"\n'
     )
-    pipeline = build_pipeline(config)
-    http = next(sink for sink in pipeline.sinks if sink.name == "http")
-    runner = threading.Thread(target=pipeline.run)
-    runner.start()
-    try:
-        deadline = time.monotonic() + 20
-        status: dict = {}
-        while time.monotonic() < deadline:
-            port = getattr(http, "port", 0)
-            if port:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/status") as reply:
+    assert load_config(config_file).outputs.http == f"127.0.0.1:{port}"
+    stopped = threading.Event()
+    codes: list[int] = []
+
+    def run() -> None:
+        try:
+            codes.append(main(["run", "--config", str(config_file)]))
+        finally:
+            stopped.set()
+
+    # `run` handles signals on the main thread only, so here the command runs in a thread with
+    # its signal handling replaced, and is stopped the way a handler would stop it.
+    pipelines: list[Pipeline] = []
+    original_run = Pipeline.run
+
+    def tracked_run(self: Pipeline) -> RunSummary:
+        pipelines.append(self)
+        return original_run(self)
+
+    with (
+        patch.object(Pipeline, "run", tracked_run),
+        patch("edge_runtime.service.signals.stop_on_signals", lambda target: nullcontext()),
+    ):
+        runner = threading.Thread(target=run)
+        runner.start()
+        try:
+            url = f"http://127.0.0.1:{port}"
+            assert wait_until(lambda: bool(pipelines), timeout=20)
+            status: dict = {}
+
+            def fetch() -> bool:
+                nonlocal status
+                with urllib.request.urlopen(url + "/status", timeout=5) as reply:
                     status = json.loads(reply.read())
-                if status.get("frames", 0) >= 5:
-                    break
-            time.sleep(0.05)
-        assert status["model"]["name"] == "colours" and status["model"]["version"] == 2
-        assert status["state"] == "running" and status["source"]["live"] is True
-        assert {"preprocess", "inference", "total"} <= set(status["latency_ms"])
-        with urllib.request.urlopen(f"http://127.0.0.1:{http.port}/healthz") as reply:
-            assert reply.status == 200
-    finally:
-        pipeline.stop()
-        runner.join(10)
-    assert not runner.is_alive()
+                return status.get("frames", 0) >= 5
+
+            assert wait_until(fetch, timeout=20)
+            assert status["model"]["name"] == "colours" and status["model"]["version"] == 2
+            assert status["state"] == "running" and status["source"]["live"] is True
+            assert {"preprocess", "inference", "total"} <= set(status["latency_ms"])
+            with urllib.request.urlopen(url + "/healthz", timeout=5) as reply:
+                assert reply.status == 200
+            with urllib.request.urlopen(url + "/metrics", timeout=5) as reply:
+                assert "edge_classify_frames_total" in reply.read().decode()
+        finally:
+            if pipelines:
+                pipelines[0].stop()
+            runner.join(20)
+    assert not runner.is_alive() and codes == [0]
+    with pytest.raises(urllib.error.URLError):  # the server went with the command
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
 
 
 def test_reject_action_and_preview(

@@ -1,5 +1,5 @@
-"""Result sinks, each against the real thing: a loopback HTTP server and client, a mosquitto broker,
-a local webhook receiver, rotating files, and gpiozero's mock pins."""
+"""Result sinks, each against the real thing: a mosquitto broker, a local webhook receiver,
+rotating files, and gpiozero's mock pins. (The status server has tests/test_status_server.py.)"""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ import io
 import json
 import sys
 import threading
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,6 @@ from edge_runtime.errors import (
 from edge_runtime.sinks import open_sink, selected
 from edge_runtime.sinks.console import PrettySink, format_event, format_summary
 from edge_runtime.sinks.gpio import GateLogic, GpioSink
-from edge_runtime.sinks.http import HttpSink, health, parse_address
 from edge_runtime.sinks.jsonl import JsonLinesSink, needs_rotation, rotation_plan
 from edge_runtime.sinks.mqtt import MqttSink, default_topic, parse_broker_url
 from edge_runtime.sinks.webhook import DropOldestQueue, WebhookSink, is_retryable, retry_delay
@@ -202,149 +199,6 @@ def test_jsonl_unwritable_path_is_a_sink_error(tmp_path: Path) -> None:
     blocker.write_text("")
     with pytest.raises(SinkError, match="cannot write predictions to"):
         JsonLinesSink(blocker / "out.jsonl").open()
-
-
-# -- HTTP ----------------------------------------------------------------------------------------
-def get(url: str) -> tuple[int, str, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.headers["Content-Type"], response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.headers["Content-Type"], exc.read().decode()
-
-
-def test_parse_address_and_health_rules() -> None:
-    assert parse_address("0.0.0.0:8080") == ("0.0.0.0", 8080)
-    assert parse_address(":0") == ("127.0.0.1", 0)
-    assert parse_address("9000") == ("127.0.0.1", 9000)
-    assert parse_address("[::1]:8080") == ("::1", 8080)
-    with pytest.raises(ConfigError, match="HOST:PORT"):
-        parse_address("localhost:http")
-    assert health("running", 0.5, 5.0) == (True, "ok")
-    assert health("running", None, 5.0) == (False, "no frame classified yet")
-    assert health("running", 9.0, 5.0) == (False, "no frame classified for 9.0 s")
-    assert health("failed", 0.1, 5.0, "camera lost") == (False, "pipeline is failed: camera lost")
-
-
-def test_http_sink_serves_health_status_latest_and_metrics() -> None:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    clock = FakeClock()
-    status = RuntimeStatus()
-    status.set_model({"name": "traffic-signs", "version": 3, "backend": "litert"})
-    status.set_source({"uri": "camera:0", "live": True}, lambda: {"dropped": 5, "reconnects": 1})
-    sink = open_sink("http", host="127.0.0.1", port=0, stale_after_s=2.0, clock=clock)
-    assert isinstance(sink, HttpSink)
-    sink.open(status.snapshot)
-    try:
-        base = sink.url
-        assert sink.port != 0
-        code, kind, body = get(base + "/healthz")
-        assert (code, json.loads(body)["reason"]) == (503, "pipeline is starting")
-        assert get(base + "/latest")[0] == 404
-
-        status.set_state("running")
-        assert json.loads(get(base + "/healthz")[2])["reason"] == "no frame classified yet"
-        sent = []
-        for index in range(6):
-            item = prediction(
-                index,
-                "unknown" if index == 4 else "stop",
-                event=index in (0, 4),
-                latency_ms={"preprocess": 1.0, "inference": 12.0, "total": 14.0},
-            )
-            status.record(item)
-            sink.emit(item)
-            sent.append(item)
-        code, kind, body = get(base + "/healthz")
-        assert code == 200 and kind == "application/json" and json.loads(body)["ok"] is True
-
-        snapshot = json.loads(get(base + "/status")[2])
-        assert snapshot["model"]["name"] == "traffic-signs" and snapshot["model"]["version"] == 3
-        assert snapshot["frames"] == 6 and snapshot["source"]["dropped"] == 5
-        assert snapshot["latency_ms"]["inference"]["p50"] == 12.0
-        assert json.loads(get(base + "/latest")[2]) == sent[-1].to_dict()
-
-        code, kind, text = get(base + "/metrics")
-        assert code == 200 and kind.startswith("text/plain")
-        samples = {
-            (s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text)
-            for s in family.samples
-        }
-        assert samples[("edge_classify_frames_total", ())] == 6
-        assert samples[("edge_classify_unknown_total", ())] == 1
-        assert samples[("edge_classify_events_total", (("label", "stop"),))] == 1
-        assert samples[("edge_classify_events_total", (("label", "unknown"),))] == 1
-        assert samples[("edge_classify_predictions_total", (("label", "stop"),))] == 5
-        inference = (("stage", "inference"),)
-        assert samples[("edge_classify_stage_latency_seconds_count", inference)] == 6
-        assert samples[("edge_classify_stage_latency_seconds_sum", inference)] == pytest.approx(
-            0.072
-        )
-        le = (("le", "0.01"), ("stage", "inference"))
-        assert samples[("edge_classify_stage_latency_seconds_bucket", le)] == 0
-        assert samples[("edge_classify_running", ())] == 1
-        assert ("edge_classify_fps", ()) in samples
-        assert samples[("edge_classify_source_dropped_total", ())] == 5
-        assert samples[("edge_classify_source_reconnects_total", ())] == 1
-        model_key = (
-            "edge_classify_model_info",
-            (("backend", "litert"), ("name", "traffic-signs"), ("version", "3")),
-        )
-        assert samples[model_key] == 1
-
-        clock.advance(2.5)  # frames stop flowing
-        code, _, body = get(base + "/healthz")
-        assert code == 503 and json.loads(body)["reason"] == "no frame classified for 2.5 s"
-        status.set_state("failed", "camera lost")
-        assert json.loads(get(base + "/healthz")[2])["reason"] == "pipeline is failed: camera lost"
-        code, _, body = get(base + "/nope")
-        assert code == 404 and "/metrics" in body
-    finally:
-        sink.close()
-        sink.close()
-    with pytest.raises(urllib.error.URLError):
-        urllib.request.urlopen(base + "/healthz", timeout=2)
-
-
-def test_two_http_sinks_keep_separate_metrics() -> None:
-    first, second = HttpSink(port=0), HttpSink(port=0)
-    first.open()
-    second.open()
-    try:
-        first.emit(prediction(0))
-        assert "edge_classify_frames_total 1.0" in get(first.url + "/metrics")[2]
-        assert "edge_classify_frames_total 0.0" in get(second.url + "/metrics")[2]
-        # Without a status provider the sink reports what it saw itself.
-        assert json.loads(get(first.url + "/status")[2])["frames"] == 1
-    finally:
-        first.close()
-        second.close()
-
-
-def test_metrics_without_prometheus_client_is_501_naming_the_extra(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setitem(sys.modules, "prometheus_client", None)
-    sink = HttpSink(port=0)
-    sink.open()
-    try:
-        sink.emit(prediction(0))
-        code, _, body = get(sink.url + "/metrics")
-        assert code == 501 and "edge-classify[metrics]" in body
-        assert get(sink.url + "/latest")[0] == 200
-    finally:
-        sink.close()
-
-
-def test_port_in_use_is_one_line_sink_error() -> None:
-    with listening_socket() as port:
-        with pytest.raises(SinkError) as caught:
-            HttpSink(port=port).open()
-    message = str(caught.value)
-    assert f"cannot serve HTTP on 127.0.0.1:{port}: the port is already in use" in message
-    assert "\n" not in message
 
 
 # -- MQTT (a real mosquitto broker) ---------------------------------------------------------------

@@ -7,6 +7,7 @@ import threading
 
 import pytest
 
+from edge_runtime import status as status_module
 from edge_runtime.status import LatencyWindow, RuntimeStatus
 from edge_runtime.types import UNKNOWN, Classification, Prediction
 
@@ -107,3 +108,34 @@ def test_concurrent_writers_and_readers() -> None:
     for thread in threads:
         thread.join()
     assert status.frames == 2000
+
+
+def test_observers_sections_and_last_frame_age() -> None:
+    clock = FakeClock()
+    status = RuntimeStatus(clock=clock)
+    seen: list[int] = []
+
+    def broken(item: Prediction) -> None:
+        raise RuntimeError("observer bug")
+
+    status.add_observer(broken)  # logged, never raised into the frame loop
+    status.add_observer(lambda item: seen.append(item.frame_index))
+    assert status.last_frame_age_s() is None and status.snapshot()["last_frame_age_s"] is None
+    status.record(prediction(0, "stop"))
+    clock.now += 1.5
+    status.record(prediction(1, "stop"))
+    clock.now += 0.25
+    assert seen == [0, 1] and status.last_frame_age_s() == pytest.approx(0.25)
+    status.remove_observer(broken)
+    status.remove_observer(broken)  # not an error
+
+    status.set_section("update", {"state": "downloading", "version": 4})
+    snapshot = status.snapshot()
+    assert snapshot["update"] == {"state": "downloading", "version": 4}
+    assert snapshot["last_frame_age_s"] == 0.25
+    status.set_section("update", None)
+    assert "update" not in status.snapshot()
+    with pytest.raises(ValueError, match="built-in"):
+        status.set_section("frames", {})
+    # Every key a snapshot has of its own is protected from sections.
+    assert set(RuntimeStatus().snapshot()) == status_module._OWN_KEYS

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import signal
+import contextlib
 import sys
-from types import FrameType
 from typing import Any
 
 EXAMPLES = """\
@@ -164,31 +163,37 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    """Run the pipeline the options describe until the source ends, ``--max-frames`` or a signal.
+
+    The status server (``--http``) starts before the model loads and stops after the pipeline,
+    so it answers during the load and reports the final state; the model is closed at the end.
+
+    Raises:
+        EdgeRuntimeError: bad options, a model or source that cannot be opened, a taken port.
+    """
+    from edge_runtime.service.signals import stop_on_signals
+    from edge_runtime.service.status_server import StatusServer
+    from edge_runtime.status import RuntimeStatus
     from edge_runtime.wiring import build_pipeline
 
     config = config_from_args(args)
-    pipeline = build_pipeline(config)
-    info = pipeline.model.info
-    if config.outputs.console == "pretty":
-        name = info.get("name") or info.get("path", "model")
-        version = f" v{info['version']}" if info.get("version") else ""
-        print(
-            f"edge-runtime: {name}{version} [{info.get('artifact', '')} on "
-            f"{info.get('backend', '?')}] <- {config.source.uri}",
-            flush=True,
-        )
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        if pipeline.stopping:  # a second Ctrl-C: give up at once
-            raise KeyboardInterrupt
-        pipeline.stop()
-
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        summary = pipeline.run()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    status = RuntimeStatus()
+    with contextlib.ExitStack() as stack:
+        if config.outputs.http:
+            stack.enter_context(StatusServer.at(config.outputs.http, status))
+        pipeline = build_pipeline(config, status=status)
+        stack.callback(lambda: pipeline.model.close())
+        info = pipeline.model.info
+        if config.outputs.console == "pretty":
+            name = info.get("name") or info.get("path", "model")
+            version = f" v{info['version']}" if info.get("version") else ""
+            print(
+                f"edge-runtime: {name}{version} [{info.get('artifact', '')} on "
+                f"{info.get('backend', '?')}] <- {config.source.uri}",
+                flush=True,
+            )
+        with stop_on_signals(pipeline):
+            summary = pipeline.run()
     if summary.frames == 0:
         print("edge-runtime: no frame was classified", file=sys.stderr)
         return 1

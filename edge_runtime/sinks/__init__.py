@@ -1,4 +1,4 @@
-"""Result sinks: where predictions go (console, JSON lines, HTTP, MQTT, webhook, GPIO).
+"""Result sinks: where predictions go (console, JSON lines, MQTT, webhook, GPIO, preview).
 
 ``open_sink(name, **options)`` imports only the chosen sink's module, so a device without paho-mqtt
 or gpiozero still prints to its console.

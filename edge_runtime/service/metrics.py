@@ -1,20 +1,23 @@
 """Prometheus metrics of a running pipeline, in a registry of their own.
 
-Counters and latency histograms are updated per prediction; gauges that the status object already
-knows (FPS, accuracy, source counters, model) are read from it at scrape time. A private
-``CollectorRegistry`` keeps two pipelines in one process (tests, hot reload) from colliding in
-prometheus-client's global registry.
+Counters and latency histograms are updated per prediction (``observe``, which the status server
+adds as an observer of the runtime status); gauges that the status already knows (FPS, accuracy,
+source counters, model) are read from it at scrape time. A private ``CollectorRegistry`` keeps two
+servers in one process (tests) from colliding in prometheus-client's global registry; one
+registry lives as long as the server, so counters keep counting across model swaps.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import ModuleType
 from typing import Any
 
-from edge_runtime.sinks.base import StatusProvider
 from edge_runtime.types import UNKNOWN, Prediction
+
+#: returns the runtime's status as a JSON-ready mapping (``RuntimeStatus.snapshot``)
+StatusProvider = Callable[[], Mapping[str, Any]]
 
 PREFIX = "edge_classify"
 #: seconds; from a fast int8 model on a desktop CPU to a float model on a Pi Zero

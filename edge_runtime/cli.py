@@ -2,7 +2,9 @@
 
 Each subcommand lives in ``edge_runtime/commands/<name>.py`` with ``register(subparsers)`` (adds its
 parser and sets ``handler``); this module only dispatches and turns errors into one clear line.
-Importing a command module must stay cheap: heavy imports happen inside handlers.
+Importing a command module must stay cheap: heavy imports happen inside handlers, and options
+that need imports to be described (the sinks' flags) are added with ``CommandParser.defer``, only
+when that subcommand is parsed or its help is shown.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import argparse
 import importlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from edge_runtime import __version__
 from edge_runtime.errors import EdgeRuntimeError
@@ -33,6 +36,38 @@ examples:
 """
 
 
+class CommandParser(argparse.ArgumentParser):
+    """A subcommand's parser whose ``defer``-red callables add their arguments the first time
+    the subcommand is parsed or its help or usage is printed, so that building the whole command
+    line (for ``--version``, ``--help`` or another subcommand) imports nothing heavy."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deferred: list[Callable[[], None]] = []
+
+    def defer(self, add_arguments: Callable[[], None]) -> None:
+        """Call ``add_arguments`` before this parser is first used."""
+        self._deferred.append(add_arguments)
+
+    def _complete(self) -> None:
+        while self._deferred:
+            self._deferred.pop(0)()
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        self._complete()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        self._complete()
+        return super().format_help()
+
+    def format_usage(self) -> str:
+        self._complete()
+        return super().format_usage()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge-runtime",
@@ -42,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"edge-runtime {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(
+        dest="command", metavar="COMMAND", parser_class=CommandParser
+    )
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers)
     return parser

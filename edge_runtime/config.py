@@ -29,8 +29,10 @@ gpio = { pin = 17, label = "counterfeit", hold_s = 1.5 }
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,6 +41,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
@@ -52,6 +55,8 @@ from edge_runtime.postprocess import (
     Smoothing,
     default_debounce,
 )
+from edge_runtime.sinks import SinkConfig, output_configs
+from edge_runtime.sinks.base import expand_shorthand
 from edge_runtime.validation import describe_validation_error
 
 if sys.version_info >= (3, 11):
@@ -150,37 +155,32 @@ class PostprocessSection(_Section):
         )
 
 
-class GpioConfig(_Section):
-    """Drive a pin while a label is the current result (e.g. a reject gate)."""
-
-    pin: int | str = Field(description="BCM pin number or gpiozero pin name.")
-    label: str = Field(description="The label that switches the pin on.")
-    hold_s: float = Field(1.0, ge=0, description="Seconds the pin stays on after the label ends.")
-    active_high: bool = Field(True, description="False for relays that switch on a low level.")
-
-
 class OutputsConfig(_Section):
-    """Where results go."""
+    """Where results go. Each key but ``http`` belongs to a sink, which declares it with its
+    settings (``edge_runtime.sinks.base.SinkConfig``): ``console``, ``jsonl``, ``mqtt``,
+    ``webhook``, ``gpio``, ``reject``, ``preview``. A bare value sets a sink's main setting
+    (``mqtt = "mqtt://broker:1883"``); a table sets any (``mqtt = { url = "...", qos = 0 }``).
+    Older files' flat keys (``jsonl_file``, ``jsonl_max_bytes``, ``reject_label``,
+    ``snapshot_dir``) still mean what they meant.
 
-    console: Literal["pretty", "jsonl", "none"] = Field("pretty", description="Console output.")
-    jsonl_file: str | None = Field(None, description="Also write JSON lines to this file.")
-    jsonl_max_bytes: int = Field(0, ge=0, description="Rotate the JSON lines file at this size.")
+    This base class holds only ``http``; :func:`runtime_config_model` adds the sinks' keys.
+    """
+
     http: str | None = Field(
         None,
         description="Serve /healthz /status /latest /metrics at this HOST:PORT (the service's "
         "status server, not a sink: it stays up across model reloads).",
     )
-    mqtt: str | None = Field(None, description="Publish events to this broker URL.")
-    webhook: str | None = Field(None, description="POST events to this URL.")
-    gpio: GpioConfig | None = Field(None, description="Drive a GPIO pin on a label.")
-    reject_label: str | None = Field(
-        None, description="Announce a REJECT action on the console when this label is decided."
-    )
-    preview: str | None = Field(None, description="Write annotated frames to this video file.")
-    snapshot_dir: str | None = Field(
-        None, description="Save an annotated frame per label change in this folder."
-    )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _current_shape(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        try:
+            return normalize_outputs(data)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
 
     @field_validator("http")
     @classmethod
@@ -191,6 +191,16 @@ class OutputsConfig(_Section):
             except ConfigError as exc:
                 raise ValueError(str(exc)) from None
         return value
+
+    def configured(self) -> list[SinkConfig]:
+        """The outputs this section turns on, in the order their sinks are built."""
+        found = (getattr(self, name) for name in type(self).model_fields)
+        return [value for value in found if isinstance(value, SinkConfig)]
+
+    def get(self, key: str) -> SinkConfig | None:
+        """The settings of the output named ``key``, or None when it is off."""
+        value = getattr(self, key, None)
+        return value if isinstance(value, SinkConfig) else None
 
 
 class RunConfig(_Section):
@@ -223,6 +233,83 @@ def verify_filters(section: PostprocessSection) -> None:
         raise ValueError(f"classes both allowed and denied: {', '.join(both)}")
 
 
+def normalize_outputs(data: Mapping[str, Any]) -> dict[str, Any]:
+    """An ``[outputs]`` mapping in its current shape: older flat keys folded into their sink's
+    table (``jsonl_file`` -> ``jsonl.path``) and bare values expanded into tables
+    (``mqtt = "mqtt://b"`` -> ``mqtt = { url = "mqtt://b" }``). Unknown keys are left for the
+    schema to refuse. An older key that only refined an output the file does not turn on (a
+    ``jsonl_max_bytes`` without ``jsonl_file``) changes nothing, as it always did.
+
+    Raises:
+        ConfigError: an older key and the current table both set the same setting.
+    """
+    result = dict(data)
+    for key, config in output_configs().items():
+        given = result.get(key)
+        folded: dict[str, Any] = {}
+        for old, field_name in config.legacy.items():
+            if old in result and old != key:
+                folded[field_name] = result.pop(old)
+        if given is None and not folded:
+            continue
+        table = expand_shorthand(config, given) if given is not None else {}
+        if folded:
+            if not isinstance(table, Mapping):
+                continue  # a malformed value: the schema reports it
+            clash = sorted(set(folded) & set(table))
+            if clash:
+                old_keys = [old for old, name in config.legacy.items() if name in clash]
+                raise ConfigError(f"{old_keys[0]} and {key}.{clash[0]} both set; keep one")
+            table = {**table, **folded}
+            missing = [
+                name
+                for name, info in config.model_fields.items()
+                if info.is_required() and name not in table
+            ]
+            if given is None and missing:
+                continue
+        result[key] = table
+    return result
+
+
+@functools.cache
+def _models(
+    outputs: tuple[tuple[str, type[SinkConfig]], ...],
+) -> tuple[type[OutputsConfig], type[RuntimeConfig]]:
+    fields: dict[str, Any] = {}
+    for key, config in outputs:
+        if key in OutputsConfig.model_fields:
+            raise ConfigError(f"a sink declares the reserved [outputs] key '{key}'")
+        summary = " ".join((config.__doc__ or "").split())
+        if config.enabled_by_default:
+            fields[key] = (config | None, Field(default_factory=config, description=summary))
+        else:
+            fields[key] = (config | None, Field(None, description=summary))
+    outputs_model = create_model(
+        "OutputsConfig", __base__=OutputsConfig, __module__=__name__, **fields
+    )
+    outputs_model.__doc__ = OutputsConfig.__doc__
+    runtime_model = create_model(
+        "RuntimeConfig",
+        __base__=RuntimeConfig,
+        __module__=__name__,
+        outputs=(outputs_model, Field(default_factory=outputs_model)),
+    )
+    runtime_model.__doc__ = RuntimeConfig.__doc__
+    return outputs_model, runtime_model
+
+
+def runtime_config_model() -> type[RuntimeConfig]:
+    """:class:`RuntimeConfig` with the ``[outputs]`` keys of every registered sink: the schema
+    :func:`parse_config` validates with (and ``model_json_schema()`` documents). Imports the
+    sink modules, which are light (see ``edge_runtime.sinks.base``).
+
+    Raises:
+        ConfigError: two sinks declare the same key, or one takes ``http``.
+    """
+    return _models(tuple(output_configs().items()))[1]
+
+
 def parse_config(data: dict[str, Any], where: str = "config") -> RuntimeConfig:
     """Validate a configuration mapping.
 
@@ -230,7 +317,7 @@ def parse_config(data: dict[str, Any], where: str = "config") -> RuntimeConfig:
         ConfigError: unknown keys, missing sections or invalid values; the message names them.
     """
     try:
-        return RuntimeConfig.model_validate(data)
+        return runtime_config_model().model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"{where}: {describe_validation_error(exc, fallback='config')}") from exc
 
@@ -260,15 +347,17 @@ def load_config(path: str | os.PathLike[str]) -> RuntimeConfig:
     return parse_config(read_config_file(path), where=str(path))
 
 
-def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """``base`` with ``overrides`` laid over it, section by section (None values are ignored)."""
-    merged = {key: dict(value) if isinstance(value, dict) else value for key, value in base.items()}
+def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overrides`` laid over it: tables merge key by key at every depth, other
+    values replace; None values in ``overrides`` are ignored (an option not given)."""
+    merged: dict[str, Any] = dict(base)
     for key, value in overrides.items():
-        if isinstance(value, dict):
-            section = merged.setdefault(key, {})
-            for inner_key, inner_value in value.items():
-                if inner_value is not None:
-                    section[inner_key] = inner_value
-        elif value is not None:
+        if value is None:
+            continue
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge(merged[key], value)
+        elif isinstance(value, Mapping):
+            merged[key] = merge({}, value)
+        else:
             merged[key] = value
     return merged

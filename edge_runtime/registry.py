@@ -26,7 +26,8 @@ class Entry:
     summary: str = ""
 
 
-# Keys are what users type: backend names, URI schemes, --output / sink names.
+# Keys are what users type: backend names, URI schemes, sink names. Sinks are built, and receive
+# each prediction, in this order; each sink module declares its own [outputs] key and settings.
 _ENTRIES: dict[str, dict[str, Entry]] = {
     "backend": {
         "litert": Entry("edge_runtime.backends.litert:LiteRTBackend", "tflite", "LiteRT / TFLite"),
@@ -60,13 +61,13 @@ _ENTRIES: dict[str, dict[str, Entry]] = {
     },
     "sink": {
         "pretty": Entry("edge_runtime.sinks.console:PrettySink", None, "human-readable console"),
+        "reject": Entry("edge_runtime.sinks.action:RejectSink", None, "announce a reject action"),
         "jsonl": Entry(
             "edge_runtime.sinks.jsonl:JsonLinesSink", None, "JSON lines, stdout or file"
         ),
         "mqtt": Entry("edge_runtime.sinks.mqtt:MqttSink", "mqtt", "MQTT broker"),
         "webhook": Entry("edge_runtime.sinks.webhook:WebhookSink", None, "HTTP POST per event"),
         "gpio": Entry("edge_runtime.sinks.gpio:GpioSink", "rpi", "drive a pin on a label"),
-        "reject": Entry("edge_runtime.sinks.action:RejectSink", None, "announce a reject action"),
         "preview": Entry("edge_runtime.sinks.preview:PreviewSink", None, "annotated frames"),
     },
 }
@@ -79,9 +80,10 @@ def register(
     _ENTRIES[kind][name] = Entry(target, extra, summary)
 
 
-def names(kind: Kind) -> list[str]:
-    """The keys known for ``kind``, sorted."""
-    return sorted(_ENTRIES[kind])
+def names(kind: Kind, *, sort: bool = True) -> list[str]:
+    """The keys known for ``kind``, sorted (or in the order they were registered)."""
+    keys = list(_ENTRIES[kind])
+    return sorted(keys) if sort else keys
 
 
 def entry(kind: Kind, name: str) -> Entry:

@@ -13,7 +13,7 @@ from typing import TextIO
 from edge_runtime.config import RuntimeConfig
 from edge_runtime.pipeline import Pipeline, PipelineOptions
 from edge_runtime.serving import load_serving_model
-from edge_runtime.sinks import Sink, open_sink
+from edge_runtime.sinks import Sink, SinkContext
 from edge_runtime.sources import Source, open_source
 from edge_runtime.status import RuntimeStatus
 
@@ -29,40 +29,15 @@ def build_source(config: RuntimeConfig) -> Source:
 
 
 def build_sinks(config: RuntimeConfig, stream: TextIO | None = None) -> list[Sink]:
-    """The sinks a configuration's ``[outputs]`` section asks for, not yet opened. (``http``
-    is no sink: the command serves it with ``edge_runtime.service.status_server``.)
+    """The sinks a configuration's ``[outputs]`` section turns on, not yet opened, in registry
+    order; each output's settings build its own sinks. (``http`` is no sink: the command serves
+    it with ``edge_runtime.service.status_server``.) ``stream`` is where console sinks write.
 
     Raises:
-        ConfigError, SinkError, MissingDependencyError: as :func:`edge_runtime.sinks.open_sink`.
+        ConfigError, SinkError: a setting a sink refuses.
     """
-    outputs = config.outputs
-    sinks: list[Sink] = []
-    if outputs.console == "pretty":
-        sinks.append(open_sink("pretty", stream=stream, interval_s=config.run.status_interval_s))
-    elif outputs.console == "jsonl":
-        sinks.append(open_sink("jsonl", stream=stream))
-    if outputs.reject_label:
-        sinks.append(open_sink("reject", label=outputs.reject_label, stream=stream))
-    if outputs.jsonl_file:
-        sinks.append(open_sink("jsonl", path=outputs.jsonl_file, max_bytes=outputs.jsonl_max_bytes))
-    if outputs.mqtt:
-        sinks.append(open_sink("mqtt", url=outputs.mqtt))
-    if outputs.webhook:
-        sinks.append(open_sink("webhook", url=outputs.webhook))
-    if outputs.gpio is not None:
-        gpio = outputs.gpio
-        sinks.append(
-            open_sink(
-                "gpio",
-                pin=gpio.pin,
-                label=gpio.label,
-                hold_s=gpio.hold_s,
-                active_high=gpio.active_high,
-            )
-        )
-    if outputs.preview or outputs.snapshot_dir:
-        sinks.append(open_sink("preview", video=outputs.preview, snapshot_dir=outputs.snapshot_dir))
-    return sinks
+    context = SinkContext(stream=stream, status_interval_s=config.run.status_interval_s)
+    return [sink for output in config.outputs.configured() for sink in output.build(context)]
 
 
 def build_pipeline(

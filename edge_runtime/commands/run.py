@@ -25,7 +25,6 @@ Ctrl-C stops after the frame in hand and prints a summary.
 
 def register(subparsers: Any) -> None:
     from edge_runtime.commands.classify import add_model_arguments
-    from edge_runtime.postprocess import STILLS_DEBOUNCE, STREAM_DEBOUNCE
 
     parser = subparsers.add_parser(
         "run",
@@ -45,6 +44,24 @@ def register(subparsers: Any) -> None:
         "--roi", metavar="X,Y,W,H", help="region of interest, fractions of the frame"
     )
     post = parser.add_argument_group("decisions")
+    out = parser.add_argument_group("outputs")
+    out.add_argument("--http", metavar="HOST:PORT", help="serve /healthz /status /latest /metrics")
+    # These need the postprocess defaults and the sinks' declarations: added when `run` is used.
+    later = getattr(parser, "defer", lambda add: add())
+    later(lambda: _add_decision_arguments(post))
+    later(lambda: _add_output_flags(out))
+    run = parser.add_argument_group("run")
+    run.add_argument("--max-frames", "-n", type=int, metavar="N", help="stop after N frames")
+    run.add_argument("--sequential", action="store_true", help="no pipelining (for comparison)")
+    run.add_argument(
+        "--status-interval", type=float, metavar="S", help="seconds between status lines (5)"
+    )
+    parser.set_defaults(handler=run_command)
+
+
+def _add_decision_arguments(post: Any) -> None:
+    from edge_runtime.postprocess import STILLS_DEBOUNCE, STREAM_DEBOUNCE
+
     post.add_argument("--top-k", "-k", type=int, metavar="K", help="classes kept per frame (5)")
     post.add_argument(
         "--threshold",
@@ -67,28 +84,58 @@ def register(subparsers: Any) -> None:
     )
     post.add_argument("--allow", metavar="L1,L2", help="report only these classes")
     post.add_argument("--deny", metavar="L1,L2", help="never report these classes")
-    out = parser.add_argument_group("outputs")
-    out.add_argument(
-        "--output", "-o", choices=("pretty", "jsonl", "none"), help="console output (pretty)"
-    )
-    out.add_argument("--jsonl-file", metavar="PATH", help="also write JSON lines to a file")
-    out.add_argument("--http", metavar="HOST:PORT", help="serve /healthz /status /latest /metrics")
-    out.add_argument("--mqtt", metavar="URL", help="publish events, e.g. mqtt://broker:1883")
-    out.add_argument("--webhook", metavar="URL", help="POST events as JSON to this URL")
-    out.add_argument("--gpio-pin", metavar="PIN", help="drive this GPIO pin on --gpio-label")
-    out.add_argument("--gpio-label", metavar="LABEL", help="label that switches the pin on")
-    out.add_argument(
-        "--reject-label", metavar="LABEL", help="announce REJECT when this label is decided"
-    )
-    out.add_argument("--preview", metavar="FILE.mp4", help="write annotated frames to a video")
-    out.add_argument("--snapshot-dir", metavar="DIR", help="save an annotated frame per change")
-    run = parser.add_argument_group("run")
-    run.add_argument("--max-frames", "-n", type=int, metavar="N", help="stop after N frames")
-    run.add_argument("--sequential", action="store_true", help="no pipelining (for comparison)")
-    run.add_argument(
-        "--status-interval", type=float, metavar="S", help="seconds between status lines (5)"
-    )
-    parser.set_defaults(handler=run_command)
+
+
+
+def _add_output_flags(out: Any) -> None:
+    """Each sink declares its own flags with its [outputs] settings."""
+    from edge_runtime.sinks import output_configs
+
+    for config in output_configs().values():
+        for flag in config.flags:
+            out.add_argument(
+                *flag.names,
+                dest=_flag_dest(config.key, flag.field),
+                metavar=flag.metavar,
+                choices=flag.choices,
+                help=flag.help,
+            )
+
+
+def _flag_dest(key: str, field: str) -> str:
+    return f"output:{key}:{field}"
+
+
+def _output_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """``[outputs]`` tables from the sinks' flags that were given."""
+    from edge_runtime.sinks import output_configs
+
+    tables: dict[str, dict[str, Any]] = {}
+    for config in output_configs().values():
+        for flag in config.flags:
+            value = getattr(args, _flag_dest(config.key, flag.field), None)
+            if value is not None:
+                tables.setdefault(config.key, {})[flag.field] = value
+    return tables
+
+
+def _verify_flag_outputs(outputs: dict[str, Any], given: dict[str, dict[str, Any]]) -> None:
+    """An output turned on by flags lacks a setting that has a flag: name both flags.
+
+    Raises:
+        ConfigError: e.g. "--gpio-pin needs --gpio-label".
+    """
+    from edge_runtime.errors import ConfigError
+    from edge_runtime.sinks import output_configs
+
+    for key, fields in given.items():
+        config = output_configs()[key]
+        table = outputs.get(key) or {}
+        flag_of = {flag.field: flag.names[0] for flag in config.flags}
+        for name, info in config.model_fields.items():
+            if info.is_required() and name not in table and name in flag_of:
+                have = ", ".join(flag_of[field] for field in fields)
+                raise ConfigError(f"{have} needs {flag_of[name]}")
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -103,20 +150,19 @@ def config_from_args(args: argparse.Namespace) -> Any:
     Raises:
         ConfigError: a missing model or source, or invalid values.
     """
-    from edge_runtime.config import merge, parse_config, read_config_file
+    from edge_runtime.config import merge, normalize_outputs, parse_config, read_config_file
     from edge_runtime.errors import ConfigError
 
     base = read_config_file(args.config) if args.config else {}
+    if isinstance(base.get("outputs"), dict):
+        try:
+            base["outputs"] = normalize_outputs(base["outputs"])
+        except ConfigError as exc:
+            raise ConfigError(f"{args.config}: outputs: {exc}") from None
     smoothing = args.smoothing
     if args.smooth is not None and smoothing is None:
         smoothing = "ema" if args.smooth > 1 else "none"
-    gpio = None
-    if args.gpio_pin is not None or args.gpio_label is not None:
-        label = args.gpio_label or args.reject_label
-        if args.gpio_pin is None or label is None:
-            raise ConfigError("--gpio-pin and --gpio-label (or --reject-label) go together")
-        pin: int | str = int(args.gpio_pin) if str(args.gpio_pin).isdigit() else args.gpio_pin
-        gpio = {"pin": pin, "label": label}
+    flag_outputs = _output_overrides(args)
     overrides: dict[str, Any] = {
         "model": {
             "path": args.model,
@@ -137,17 +183,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
             "allow": _names(args.allow),
             "deny": _names(args.deny),
         },
-        "outputs": {
-            "console": args.output,
-            "jsonl_file": args.jsonl_file,
-            "http": args.http,
-            "mqtt": args.mqtt,
-            "webhook": args.webhook,
-            "gpio": gpio,
-            "reject_label": args.reject_label,
-            "preview": args.preview,
-            "snapshot_dir": args.snapshot_dir,
-        },
+        "outputs": {"http": args.http, **flag_outputs},
         "run": {
             "max_frames": args.max_frames,
             "pipelined": False if args.sequential else None,
@@ -155,6 +191,13 @@ def config_from_args(args: argparse.Namespace) -> Any:
         },
     }
     merged = merge(base, overrides)
+    outputs = merged.get("outputs") or {}
+    gpio, reject = outputs.get("gpio"), outputs.get("reject")
+    if isinstance(gpio, dict) and "label" not in gpio and isinstance(reject, dict):
+        # A gate wired to the rejected label is the common case: --gpio-label may be left out.
+        if "label" in reject:
+            gpio["label"] = reject["label"]
+    _verify_flag_outputs(outputs, flag_outputs)
     if not merged.get("model", {}).get("path"):
         raise ConfigError("no model: give --model (a bundle, .tflite or .onnx) or a --config file")
     if not merged.get("source", {}).get("uri"):
@@ -173,6 +216,7 @@ def run_command(args: argparse.Namespace) -> int:
     """
     from edge_runtime.service.signals import stop_on_signals
     from edge_runtime.service.status_server import StatusServer
+    from edge_runtime.sinks.console import ConsoleConfig
     from edge_runtime.status import RuntimeStatus
     from edge_runtime.wiring import build_pipeline
 
@@ -184,7 +228,8 @@ def run_command(args: argparse.Namespace) -> int:
         pipeline = build_pipeline(config, status=status)
         stack.callback(lambda: pipeline.model.close())
         info = pipeline.model.info
-        if config.outputs.console == "pretty":
+        console = config.outputs.get("console")
+        if isinstance(console, ConsoleConfig) and console.format == "pretty":
             name = info.get("name") or info.get("path", "model")
             version = f" v{info['version']}" if info.get("version") else ""
             print(

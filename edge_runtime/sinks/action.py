@@ -9,9 +9,30 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
+from pydantic import Field
+
 from edge_runtime.errors import ConfigError
-from edge_runtime.sinks.base import Sink
+from edge_runtime.sinks.base import Flag, Sink, SinkConfig, SinkContext
 from edge_runtime.types import Frame, Prediction
+
+
+class RejectConfig(SinkConfig):
+    """``[outputs] reject``: announce an action on the console when a label is decided.
+    ``reject = "counterfeit"`` is short for ``reject = { label = "counterfeit" }``; older
+    files' ``reject_label`` means ``reject.label``."""
+
+    key = "reject"
+    shorthand = "label"
+    legacy = {"reject_label": "label"}
+    flags = (
+        Flag(("--reject-label",), "label", "announce REJECT when this label is decided", "LABEL"),
+    )
+
+    label: str = Field(min_length=1, description="The label that triggers the action.")
+    action: str = Field("REJECT", min_length=1, description="The word printed.")
+
+    def build(self, context: SinkContext) -> list[Sink]:
+        return [RejectSink(self.label, action=self.action, stream=context.stream)]
 
 
 class RejectSink(Sink):
@@ -22,6 +43,7 @@ class RejectSink(Sink):
     """
 
     name = "reject"
+    Config = RejectConfig
 
     def __init__(self, label: str, *, action: str = "REJECT", stream: TextIO | None = None) -> None:
         if not label:

@@ -9,10 +9,14 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO, get_args
 
-from edge_runtime.sinks.base import Sink, StatusProvider
+from pydantic import Field
+
+from edge_runtime.sinks.base import Flag, Sink, SinkConfig, SinkContext, StatusProvider
 from edge_runtime.types import Frame, Prediction
+
+ConsoleFormat = Literal["pretty", "jsonl", "none"]
 
 #: the order stages are listed in; others follow alphabetically, and ``total`` comes last
 STAGE_ORDER = ("capture", "preprocess", "inference", "postprocess")
@@ -73,6 +77,38 @@ def format_summary(
     return "  ".join(parts)
 
 
+class ConsoleConfig(SinkConfig):
+    """``[outputs] console``: what the terminal shows. ``console = "jsonl"`` is short for
+    ``console = { format = "jsonl" }``."""
+
+    key = "console"
+    shorthand = "format"
+    enabled_by_default = True
+    flags = (
+        Flag(
+            ("--output", "-o"),
+            "format",
+            "console output (pretty)",
+            choices=get_args(ConsoleFormat),
+        ),
+    )
+
+    format: ConsoleFormat = Field(
+        "pretty",
+        description="pretty: a line per label change and a status line every few seconds "
+        "([run] status_interval_s); jsonl: a JSON object per frame; none: nothing.",
+    )
+
+    def build(self, context: SinkContext) -> list[Sink]:
+        if self.format == "pretty":
+            return [PrettySink(stream=context.stream, interval_s=context.status_interval_s)]
+        if self.format == "jsonl":
+            from edge_runtime.sinks.jsonl import JsonLinesSink
+
+            return [JsonLinesSink(stream=context.stream)]
+        return []
+
+
 class PrettySink(Sink):
     """Human-readable progress on a terminal.
 
@@ -83,6 +119,7 @@ class PrettySink(Sink):
     """
 
     name = "pretty"
+    Config = ConsoleConfig
 
     def __init__(
         self,

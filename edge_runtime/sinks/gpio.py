@@ -13,9 +13,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from pydantic import Field, field_validator
+
 from edge_runtime.errors import ConfigError, SinkError
 from edge_runtime.registry import require
-from edge_runtime.sinks.base import Sink, StatusProvider
+from edge_runtime.sinks.base import Flag, Sink, SinkConfig, SinkContext, StatusProvider
 from edge_runtime.types import Frame, Prediction
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,33 @@ class GateLogic:
         return self._ended_at + self.hold_s
 
 
+class GpioConfig(SinkConfig):
+    """``[outputs] gpio``: drive a pin while a label is the current result (e.g. a reject
+    gate), as ``gpio = { pin = 17, label = "counterfeit", hold_s = 1.5 }``."""
+
+    key = "gpio"
+    flags = (
+        Flag(("--gpio-pin",), "pin", "drive this GPIO pin on --gpio-label", "PIN"),
+        Flag(("--gpio-label",), "label", "label that switches the pin on", "LABEL"),
+    )
+
+    pin: int | str = Field(description="BCM pin number or gpiozero pin name (17, GPIO17).")
+    label: str = Field(min_length=1, description="The label that switches the pin on.")
+    hold_s: float = Field(1.0, ge=0, description="Seconds the pin stays on after the label ends.")
+    active_high: bool = Field(True, description="False for relays that switch on a low level.")
+
+    @field_validator("pin")
+    @classmethod
+    def _number_when_digits(cls, value: int | str) -> int | str:
+        # "17" from the command line or a quoted TOML value is BCM pin 17, as gpiozero reads 17.
+        return int(value) if isinstance(value, str) and value.isdigit() else value
+
+    def build(self, context: SinkContext) -> list[Sink]:
+        return [
+            GpioSink(self.pin, self.label, hold_s=self.hold_s, active_high=self.active_high)
+        ]
+
+
 class GpioSink(Sink):
     """Switches a pin on while ``label`` is the current event label (plus ``hold_s``).
 
@@ -71,6 +100,7 @@ class GpioSink(Sink):
     """
 
     name = "gpio"
+    Config = GpioConfig
 
     def __init__(
         self,

@@ -12,8 +12,10 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from pydantic import Field
+
 from edge_runtime.errors import SinkError
-from edge_runtime.sinks.base import Sink, StatusProvider, selected
+from edge_runtime.sinks.base import Flag, Sink, SinkConfig, SinkContext, StatusProvider, selected
 from edge_runtime.types import Frame, Prediction
 
 
@@ -39,6 +41,30 @@ def needs_rotation(current_bytes: int, incoming_bytes: int, max_bytes: int) -> b
     return max_bytes > 0 and current_bytes > 0 and current_bytes + incoming_bytes > max_bytes
 
 
+class JsonLinesFileConfig(SinkConfig):
+    """``[outputs] jsonl``: also write the predictions as JSON lines to a file (JSON lines on
+    the terminal are ``console = "jsonl"``). ``jsonl = "out.jsonl"`` is short for
+    ``jsonl = { path = "out.jsonl" }``; older files' ``jsonl_file`` and ``jsonl_max_bytes`` mean
+    ``path`` and ``max_bytes``."""
+
+    key = "jsonl"
+    shorthand = "path"
+    legacy = {"jsonl_file": "path", "jsonl_max_bytes": "max_bytes"}
+    flags = (Flag(("--jsonl-file",), "path", "also write JSON lines to a file", "PATH"),)
+
+    path: str = Field(description="The file; appended to, its folder created when missing.")
+    max_bytes: int = Field(0, ge=0, description="Rotate the file at this size; 0 = never.")
+    keep: int = Field(5, ge=0, description="Rotated files kept besides the current one.")
+    every_frame: bool = Field(True, description="False: only label changes (events).")
+
+    def build(self, context: SinkContext) -> list[Sink]:
+        return [
+            JsonLinesSink(
+                self.path, max_bytes=self.max_bytes, keep=self.keep, every_frame=self.every_frame
+            )
+        ]
+
+
 class JsonLinesSink(Sink):
     """One JSON object per prediction per line.
 
@@ -51,6 +77,7 @@ class JsonLinesSink(Sink):
     """
 
     name = "jsonl"
+    Config = JsonLinesFileConfig
 
     def __init__(
         self,

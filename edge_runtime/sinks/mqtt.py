@@ -13,12 +13,14 @@ import logging
 import socket
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
+
+from pydantic import Field, field_validator
 
 from edge_runtime.errors import ConfigError
 from edge_runtime.registry import require
-from edge_runtime.sinks.base import Sink, StatusProvider, selected
+from edge_runtime.sinks.base import Flag, Sink, SinkConfig, SinkContext, StatusProvider, selected
 from edge_runtime.types import Frame, Prediction
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,44 @@ def default_topic(kind: str, hostname: str | None = None) -> str:
     return f"edge-classify/{host}/{kind}"
 
 
+class MqttConfig(SinkConfig):
+    """``[outputs] mqtt``: publish events to an MQTT broker. ``mqtt = "mqtt://broker:1883"`` is
+    short for ``mqtt = { url = "mqtt://broker:1883" }``."""
+
+    key = "mqtt"
+    shorthand = "url"
+    flags = (Flag(("--mqtt",), "url", "publish events, e.g. mqtt://broker:1883", "URL"),)
+
+    url: str = Field(description="mqtt://[user[:password]@]host[:port], or mqtts:// for TLS.")
+    topic: str | None = Field(None, description="Default: edge-classify/<hostname>/predictions.")
+    status_topic: str | None = Field(
+        None,
+        description="Retained online/offline, also the last will. "
+        "Default: edge-classify/<hostname>/status.",
+    )
+    every_frame: bool = Field(False, description="Publish every frame, not only label changes.")
+    qos: Literal[0, 1, 2] = Field(1, description="MQTT quality of service.")
+    client_id: str | None = Field(None, description="Default: one the broker assigns.")
+    keepalive_s: int = Field(30, ge=1, description="Seconds between keep-alive pings.")
+    reconnect_min_s: float = Field(1.0, gt=0, description="First wait before reconnecting.")
+    reconnect_max_s: float = Field(30.0, gt=0, description="Longest wait between reconnects.")
+    max_queued: int = Field(
+        1000, ge=0, description="Messages held while disconnected; later ones are dropped."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _verify_url(cls, value: str) -> str:
+        try:
+            parse_broker_url(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    def build(self, context: SinkContext) -> list[Sink]:
+        return [MqttSink(**self.model_dump())]
+
+
 class MqttSink(Sink):
     """Publishes each event (or every frame) as ``Prediction.to_dict()`` JSON.
 
@@ -87,6 +127,7 @@ class MqttSink(Sink):
     """
 
     name = "mqtt"
+    Config = MqttConfig
 
     def __init__(
         self,

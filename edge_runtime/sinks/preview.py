@@ -13,9 +13,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from pydantic import Field, model_validator
 
 from edge_runtime.errors import SinkError
-from edge_runtime.sinks.base import Sink
+from edge_runtime.sinks.base import Flag, Sink, SinkConfig, SinkContext
 from edge_runtime.types import UNKNOWN, Frame, Prediction
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,37 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "label"
 
 
+class PreviewConfig(SinkConfig):
+    """``[outputs] preview``: annotated frames into a video, a snapshot folder or both.
+    ``preview = "out.mp4"`` is short for ``preview = { video = "out.mp4" }``; older files'
+    ``snapshot_dir`` key means ``preview.snapshot_dir``."""
+
+    key = "preview"
+    shorthand = "video"
+    legacy = {"snapshot_dir": "snapshot_dir"}
+    flags = (
+        Flag(("--preview",), "video", "write annotated frames to a video", "FILE.mp4"),
+        Flag(("--snapshot-dir",), "snapshot_dir", "save an annotated frame per change", "DIR"),
+    )
+
+    video: str | None = Field(
+        None, description=f"A video file ({', '.join(sorted(_CODECS))}) receiving every frame."
+    )
+    snapshot_dir: str | None = Field(
+        None, description="A folder receiving one JPEG per label change."
+    )
+    fps: float = Field(15.0, gt=0, description="Frame rate written into the video.")
+
+    @model_validator(mode="after")
+    def _verify_target(self) -> PreviewConfig:
+        if self.video is None and self.snapshot_dir is None:
+            raise ValueError("the preview needs a video file, a snapshot_dir, or both")
+        return self
+
+    def build(self, context: SinkContext) -> list[Sink]:
+        return [PreviewSink(self.video, snapshot_dir=self.snapshot_dir, fps=self.fps)]
+
+
 class PreviewSink(Sink):
     """Writes annotated frames.
 
@@ -82,6 +114,7 @@ class PreviewSink(Sink):
     """
 
     name = "preview"
+    Config = PreviewConfig
 
     def __init__(
         self,

@@ -15,9 +15,11 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
+from pydantic import Field, field_validator
+
 from edge_runtime import __version__
 from edge_runtime.errors import ConfigError
-from edge_runtime.sinks.base import Sink, StatusProvider, selected
+from edge_runtime.sinks.base import Flag, Sink, SinkConfig, SinkContext, StatusProvider, selected
 from edge_runtime.types import Frame, Prediction
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,43 @@ def is_retryable(status: int | None) -> bool:
     return status is None or status == 429 or status >= 500
 
 
+def _verify_webhook_url(url: str) -> str:
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"webhook URL must start with http:// or https://, got '{url}'")
+    return url
+
+
+class WebhookConfig(SinkConfig):
+    """``[outputs] webhook``: POST each event as JSON. ``webhook = "https://host/hook"`` is short
+    for ``webhook = { url = "https://host/hook" }``."""
+
+    key = "webhook"
+    shorthand = "url"
+    flags = (Flag(("--webhook",), "url", "POST events as JSON to this URL", "URL"),)
+
+    url: str = Field(description="An http:// or https:// URL.")
+    every_frame: bool = Field(False, description="POST every frame, not only label changes.")
+    queue_size: int = Field(256, ge=1, description="Messages waiting; the oldest is dropped.")
+    timeout_s: float = Field(5.0, gt=0, description="Seconds per request.")
+    retries: int = Field(3, ge=0, description="Retries of network errors, 429 and 5xx.")
+    retry_delay_s: float = Field(0.5, ge=0, description="First back-off, then doubling.")
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="Extra headers, e.g. Authorization."
+    )
+    drain_timeout_s: float = Field(5.0, ge=0, description="How long closing waits to send.")
+
+    @field_validator("url")
+    @classmethod
+    def _verify_url(cls, value: str) -> str:
+        try:
+            return _verify_webhook_url(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
+    def build(self, context: SinkContext) -> list[Sink]:
+        return [WebhookSink(**self.model_dump())]
+
+
 class WebhookSink(Sink):
     """POSTs ``Prediction.to_dict()`` JSON to ``url`` for each event (or every frame).
 
@@ -87,6 +126,7 @@ class WebhookSink(Sink):
     """
 
     name = "webhook"
+    Config = WebhookConfig
 
     def __init__(
         self,
@@ -101,9 +141,7 @@ class WebhookSink(Sink):
         drain_timeout_s: float = 5.0,
         sleep: Callable[[float], object] | None = None,
     ) -> None:
-        if not url.startswith(("http://", "https://")):
-            raise ConfigError(f"webhook URL must start with http:// or https://, got '{url}'")
-        self.url = url
+        self.url = _verify_webhook_url(url)
         self.every_frame = every_frame
         self.timeout_s = timeout_s
         self.retries = retries

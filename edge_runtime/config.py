@@ -41,6 +41,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     create_model,
     field_validator,
     model_validator,
@@ -57,6 +58,7 @@ from edge_runtime.postprocess import (
 )
 from edge_runtime.sinks import SinkConfig, output_configs
 from edge_runtime.sinks.base import expand_shorthand
+from edge_runtime.sources import check_options, options_model, parse_source_uri, scheme_kind
 from edge_runtime.validation import describe_validation_error
 
 if sys.version_info >= (3, 11):
@@ -93,8 +95,29 @@ class SourceConfig(_Section):
         None, description="Region of interest 'x,y,width,height' as fractions of the frame."
     )
     options: dict[str, Any] = Field(
-        default_factory=dict, description="Source options (width, height, fps, loop, ...)."
+        default_factory=dict,
+        description="Options of the source the URI names, over those in its query string; each "
+        "source declares its own (width, height, fps, loop, ...).",
     )
+
+    @field_validator("options")
+    @classmethod
+    def _verify_options(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        kind = scheme_kind(info.data["uri"]) if "uri" in info.data else None
+        if kind is None:
+            return value  # a path: what it is, and so its options, is known when it opens
+        return options_model(kind).model_validate(value).model_dump(exclude_unset=True)
+
+    @model_validator(mode="after")
+    def _verify_query_options(self) -> SourceConfig:
+        kind = scheme_kind(self.uri)
+        if kind is not None and "?" in self.uri:
+            _, _, query = parse_source_uri(self.uri)
+            try:
+                check_options(kind, {**query, **self.options})
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return self
 
 
 _POSTPROCESS = PostprocessConfig()

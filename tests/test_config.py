@@ -237,3 +237,126 @@ def test_a_new_sink_is_one_module_and_its_registry_line(
         parse_config({**BASE, "outputs": {"beep": {"label": "stop", "times": 0}}})
     args = build_parser().parse_args(["run", "-m", "m", "-s", "camera:0", "--beep", "yield"])
     assert config_from_args(args).outputs.get("beep").label == "yield"
+
+
+# -- sources: each declares its options --------------------------------------------------------
+#: constructor arguments that are no user options: what tests and programs pass in
+INJECTED = {"clock", "sleep", "rand", "scene_factory", "capture_factory", "build_information"}
+
+
+def test_every_source_declares_its_options_with_the_constructors_defaults() -> None:
+    from edge_runtime.sources import _constructor_keywords
+
+    for kind in registry.names("source"):
+        source = registry.load("source", kind)
+        declared = source.Options.model_fields
+        keywords = _constructor_keywords(source)
+        assert set(declared) <= keywords, (kind, set(declared) - keywords)
+        assert keywords - set(declared) <= INJECTED, (kind, keywords - set(declared))
+        defaults: dict[str, Any] = {}
+        for klass in reversed(source.__mro__):
+            init = klass.__dict__.get("__init__")
+            if init is not None and klass.__module__.startswith("edge_runtime.sources"):
+                for p in inspect.signature(init).parameters.values():
+                    if p.kind is p.KEYWORD_ONLY and p.default is not p.empty:
+                        defaults[p.name] = p.default
+        for name, info in declared.items():
+            assert info.description, (kind, name)
+            assert info.get_default() == defaults[name], (kind, name)
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ({"uri": "synthetic:banknotes", "options": {"speed": 2}}, "source.options.speed: Extra"),
+        ({"uri": "camera:0", "options": {"width": "wide"}}, "source.options.width: Input should"),
+        ({"uri": "csi://0", "options": {"flip": 9}}, "source.options.flip"),
+        ({"uri": "synthetic:banknotes?speed=2"}, "source: unknown option speed for a synthetic"),
+    ],
+)
+def test_source_options_are_checked_with_the_key_path(
+    source: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message.replace("?", r"\?")):
+        parse_config({**BASE, "source": source})
+
+
+def test_source_options_are_converted_and_a_paths_wait_for_its_kind(tmp_path: Path) -> None:
+    config = parse_config({**BASE, "source": {"uri": "camera:0", "options": {"width": "640"}}})
+    assert config.source.options == {"width": 640}
+    folder = tmp_path / "images"
+    folder.mkdir()
+    # A path's kind (images or video) is known only by looking at it: `run` and check-config do.
+    loose = parse_config({**BASE, "source": {"uri": str(folder), "options": {"pad": 1}}})
+    assert loose.source.options == {"pad": 1}
+    from edge_runtime.sources import open_source
+
+    with pytest.raises(ConfigError, match="unknown option pad for a images source"):
+        open_source(str(folder), pad=1)
+
+
+def test_check_config_refuses_options_the_source_does_not_take(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edge_runtime.cli import main
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"")
+    config_file = tmp_path / "runtime.toml"
+    config_file.write_text(
+        f'[model]\npath = "{model}"\n[source]\nuri = "{folder}"\noptions = {{ pad = 1 }}\n'
+    )
+    assert main(["check-config", str(config_file)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "source.options: unknown option pad" in err
+
+
+PATTERN_SOURCE = '''
+"""A source added the way the docs say: this one file and its registry line."""
+
+import numpy as np
+from pydantic import Field
+
+from edge_runtime.sources.base import Source, SourceOptions
+from edge_runtime.types import Frame
+
+
+class PatternOptions(SourceOptions):
+    level: int = Field(0, ge=0, le=255, description="The grey level of every frame.")
+    frames: int = Field(2, ge=0, description="How many frames.")
+
+
+class PatternSource(Source):
+    Options = PatternOptions
+
+    def __init__(self, uri: str, *, level: int = 0, frames: int = 2) -> None:
+        super().__init__()
+        self.uri, self.level, self.frames, self.sent = uri, level, frames, 0
+
+    def read(self, timeout=None):
+        if self.sent >= self.frames:
+            return None
+        self.sent += 1
+        return Frame(np.full((4, 4, 3), self.level, np.uint8), self.sent - 1, 0.0, self.uri)
+'''
+
+
+def test_a_new_source_is_one_module_and_its_registry_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edge_runtime.sources import open_source
+
+    (tmp_path / "pattern_source.py").write_text(textwrap.dedent(PATTERN_SOURCE))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(registry._ENTRIES, "source", dict(registry._ENTRIES["source"]))
+    registry.register("source", "pattern", "pattern_source:PatternSource")  # the one line
+
+    config = parse_config({**BASE, "source": {"uri": "pattern:grey", "options": {"level": 9}}})
+    source = open_source(config.source.uri, **config.source.options)
+    assert [int(frame.image[0, 0, 0]) for frame in source] == [9, 9]
+    with pytest.raises(ConfigError, match="source.options.level"):
+        parse_config({**BASE, "source": {"uri": "pattern:grey", "options": {"level": 300}}})
+    with pytest.raises(ConfigError, match="unknown option size for a pattern source"):
+        open_source("pattern:grey", size=3)

@@ -11,8 +11,9 @@ examples:
   edge-runtime check-config /etc/edge-classify/runtime.toml
   edge-runtime check-config runtime.toml --json
 
-Checks the file's syntax, its keys and values, and that the model path and the source URI exist
-and name things the runtime can read. Nothing is opened: no camera, no port, no model is loaded.
+Checks the file's syntax, its keys and values (each sink's and source's own settings), and that
+the model path and the source URI exist and name things the runtime can read, with options that
+source takes. Nothing is opened: no camera, no port, no model is loaded.
 """
 
 
@@ -34,12 +35,16 @@ def run(args: argparse.Namespace) -> int:
 
     from edge_runtime.config import load_config
     from edge_runtime.errors import ConfigError
-    from edge_runtime.sources import parse_source_uri
+    from edge_runtime.sources import check_options, parse_source_uri
 
     config = load_config(args.config)
     if not Path(config.model.path).exists():
         raise ConfigError(f"{args.config}: model.path {config.model.path} does not exist")
-    kind, _, _ = parse_source_uri(config.source.uri)
+    kind, _, query = parse_source_uri(config.source.uri)
+    try:
+        check_options(kind, {**query, **config.source.options})
+    except ConfigError as exc:
+        raise ConfigError(f"{args.config}: source.options: {exc}") from None
     if args.json:
         print(json.dumps(config.model_dump(mode="json"), indent=2))
     else:

@@ -3,7 +3,10 @@
 URIs (see DESIGN.md): ``synthetic:traffic-signs``, ``camera:0``, ``v4l2:///dev/video0``,
 ``csi://0``, ``gst:<pipeline>``, ``rtsp://...``, ``http(s)://...`` (MJPEG), ``picamera2:0``, or a
 plain path: an image, a folder of images, a glob pattern, or a video file. The module of the chosen
-kind is imported only then, so a device without picamera2 still reads its USB camera.
+kind is imported only then, so a device without picamera2 still reads its USB camera. Each source
+module declares the options it takes (a ``SourceOptions`` subclass), which ``open_source`` and the
+runtime config's ``[source] options`` are validated with, so adding a source is one new module
+and its line in :mod:`edge_runtime.registry`.
 """
 
 from __future__ import annotations
@@ -11,17 +14,31 @@ from __future__ import annotations
 import inspect
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
+from pydantic import ValidationError
+
 from edge_runtime import registry
 from edge_runtime.errors import ConfigError, SourceError, UnknownComponentError
 from edge_runtime.imageio import is_image_path
-from edge_runtime.sources.base import Source, SourceStats
+from edge_runtime.sources.base import Source, SourceOptions, SourceStats
 from edge_runtime.sources.video import is_video_path
+from edge_runtime.validation import describe_validation_error
 
-__all__ = ["Source", "SourceStats", "open_source", "parse_source_uri", "source_kind"]
+__all__ = [
+    "Source",
+    "SourceOptions",
+    "SourceStats",
+    "check_options",
+    "open_source",
+    "options_model",
+    "parse_source_uri",
+    "scheme_kind",
+    "source_kind",
+]
 
 # Schemes whose own syntax includes "?" (URLs, pipelines) keep it; the others read their options
 # from a query string: synthetic:traffic-signs?seed=3&fps=30.
@@ -93,7 +110,31 @@ def parse_source_uri(uri: str) -> tuple[str, str, dict[str, Any]]:
     return kind, uri, options
 
 
-def _check_options(kind: str, cls: type, options: dict[str, Any]) -> None:
+def scheme_kind(uri: str) -> str | None:
+    """The registry key a URI names by its scheme (``camera:0`` -> ``camera``), without touching
+    the file system; None for a path, whose kind depends on what is there (``source_kind``)."""
+    match = _SCHEME.match(uri.strip())
+    scheme = match.group(1).lower() if match else None
+    if scheme in registry.names("source") and scheme not in ("images", "video"):
+        return scheme
+    return None
+
+
+def options_model(kind: str) -> type[SourceOptions]:
+    """The options the ``kind`` source declares (imports that source's module only).
+
+    Raises:
+        UnknownComponentError: no source has that key.
+        MissingDependencyError: the source module needs a package that is not installed.
+    """
+    cls = registry.load("source", kind)
+    assert isinstance(cls, type) and issubclass(cls, Source)
+    return cls.Options
+
+
+def _constructor_keywords(cls: type) -> set[str]:
+    """Keyword arguments the constructors along ``cls``'s MRO accept (options and the values a
+    program passes in, such as clocks and fake devices)."""
     accepted: set[str] = set()
     for klass in cls.__mro__:
         init = klass.__dict__.get("__init__")
@@ -106,12 +147,35 @@ def _check_options(kind: str, cls: type, options: dict[str, Any]) -> None:
         # A constructor without **kwargs is the last to accept keywords.
         if not any(p.kind is p.VAR_KEYWORD for p in params):
             break
-    unknown = sorted(set(options) - accepted)
+    return accepted
+
+
+def check_options(kind: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` for a ``kind`` source validated against its declared options: the values
+    converted (``"30"`` -> 30.0), unknown names and bad values refused. Arguments that are no
+    options but that the constructor takes (``clock``, ``capture_factory``) pass through.
+
+    Raises:
+        ConfigError: an unknown option (the message lists the known ones) or a bad value.
+        UnknownComponentError, MissingDependencyError: as :func:`options_model`.
+    """
+    cls = registry.load("source", kind)
+    assert isinstance(cls, type) and issubclass(cls, Source)
+    declared = cls.Options.model_fields
+    unknown = sorted(set(options) - set(declared) - _constructor_keywords(cls))
     if unknown:
         raise ConfigError(
             f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} for a "
-            f"{kind} source (known: {', '.join(sorted(accepted))})"
+            f"{kind} source (known: {', '.join(sorted(declared))})"
         )
+    try:
+        validated = cls.Options.model_validate({k: v for k, v in options.items() if k in declared})
+    except ValidationError as exc:
+        raise ConfigError(
+            f"bad option for a {kind} source: {describe_validation_error(exc)}"
+        ) from None
+    passed = {k: v for k, v in options.items() if k not in declared}
+    return {**passed, **validated.model_dump(exclude_unset=True)}
 
 
 def open_source(uri: str, **options: Any) -> Source:
@@ -130,11 +194,8 @@ def open_source(uri: str, **options: Any) -> Source:
     if not isinstance(uri, (str, os.PathLike)):
         raise ConfigError(f"a source is a URI or a path, got {type(uri).__name__}")
     kind, clean_uri, query_options = parse_source_uri(os.fspath(uri))
-    cls = registry.load("source", kind)
-    assert isinstance(cls, type) and issubclass(cls, Source)
-    merged = {**query_options, **options}
-    _check_options(kind, cls, merged)
-    factory: Any = cls
+    merged = check_options(kind, {**query_options, **options})
+    factory: Any = registry.load("source", kind)
     try:
         source: Source = factory(clean_uri, **merged)
         return source

@@ -7,7 +7,9 @@ import dataclasses
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
 
 from edge_runtime.types import Frame
 
@@ -28,6 +30,15 @@ class SourceStats:
     reconnects: int = 0
 
 
+class SourceOptions(BaseModel):
+    """The options a source takes from ``[source] options`` or a URI's query string: each source
+    module declares a subclass (unknown keys refused, every field documented), which
+    ``open_source`` and the runtime config validate with. Values a test or a program passes in
+    (clocks, fake devices) are constructor arguments, not options."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
 class Source(abc.ABC):
     """A stream of RGB frames.
 
@@ -45,6 +56,7 @@ class Source(abc.ABC):
     uri: str = ""
     live: bool = False
     stills: bool = False
+    Options: ClassVar[type[SourceOptions]] = SourceOptions
 
     def __init__(self) -> None:
         self.stats = SourceStats()

@@ -9,9 +9,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from edge_runtime.errors import PreprocessError, SourceError
 from edge_runtime.imageio import is_image_path, read_image
-from edge_runtime.sources.base import Source
+from edge_runtime.sources.base import Source, SourceOptions
 from edge_runtime.types import Frame
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,15 @@ def list_image_candidates(location: str | os.PathLike[str]) -> list[Path]:
     raise SourceError(f"no such file or folder: {text}")
 
 
+class ImageFilesOptions(SourceOptions):
+    """Options of an image file, a folder of images or a glob."""
+
+    loop: bool = Field(False, description="Start over at the end instead of stopping.")
+    truth_from_folder: bool = Field(
+        False, description="Each image's truth is the name of the folder holding it."
+    )
+
+
 class ImageFilesSource(Source):
     """Every image of a file, folder (recursive) or glob, in sorted path order.
 
@@ -67,6 +78,7 @@ class ImageFilesSource(Source):
     """
 
     stills = True
+    Options = ImageFilesOptions
 
     def __init__(self, uri: str, *, loop: bool = False, truth_from_folder: bool = False) -> None:
         super().__init__()

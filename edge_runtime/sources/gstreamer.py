@@ -8,8 +8,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import cv2
+from pydantic import Field
 
 from edge_runtime.errors import ConfigError, SourceError
+from edge_runtime.sources.live import LiveOptions
 from edge_runtime.sources.opencv import OpenCVCaptureSource
 
 NO_GSTREAMER_FIX = (
@@ -55,6 +57,16 @@ def csi_pipeline(
     )
 
 
+class GStreamerOptions(LiveOptions):
+    """Options of ``gst:<pipeline>`` and ``csi://N`` (the size and rate apply to ``csi://``)."""
+
+    width: int = Field(1280, ge=1, description="CSI capture width.")
+    height: int = Field(720, ge=1, description="CSI capture height.")
+    fps: int = Field(30, ge=1, description="CSI frame rate.")
+    flip: int = Field(0, ge=0, le=7, description="nvvidconv flip-method, 0..7.")
+    sensor_mode: int | None = Field(None, ge=0, description="The sensor mode to capture in.")
+
+
 class GStreamerSource(OpenCVCaptureSource):
     """A GStreamer pipeline ending in ``appsink`` (``gst:...``) or a Jetson CSI camera (``csi://N``).
 
@@ -62,6 +74,8 @@ class GStreamerSource(OpenCVCaptureSource):
     ``sensor_mode``. ``build_information`` replaces ``cv2.getBuildInformation()`` (tests), plus the
     ``OpenCVCaptureSource`` options.
     """
+
+    Options = GStreamerOptions
 
     def __init__(
         self,

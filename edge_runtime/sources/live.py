@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 
 from edge_runtime.errors import ConfigError, SourceError
-from edge_runtime.sources.base import Source
+from edge_runtime.sources.base import Source, SourceOptions
 from edge_runtime.types import Frame
 
 log = logging.getLogger(__name__)
@@ -147,6 +148,20 @@ class Captured:
     timestamp: float | None = None
 
 
+class LiveOptions(SourceOptions):
+    """Options every live source takes: how it reconnects (see ReconnectPolicy)."""
+
+    reconnect_initial_s: float = Field(0.5, gt=0, description="First wait after a lost device.")
+    reconnect_max_s: float = Field(10.0, gt=0, description="Longest wait between attempts.")
+    reconnect_factor: float = Field(2.0, ge=1, description="Growth of the wait per attempt.")
+    reconnect_jitter: float = Field(
+        0.25, ge=0, lt=1, description="Random shortening of each wait, as a fraction."
+    )
+    give_up_after_s: float = Field(
+        60.0, ge=0, description="Seconds without a device before the source fails for good."
+    )
+
+
 class LiveSource(Source):
     """A source that captures in its own thread; see the module docstring for the hooks.
 
@@ -158,6 +173,7 @@ class LiveSource(Source):
     """
 
     live = True
+    Options = LiveOptions
 
     def __init__(
         self,

@@ -9,7 +9,9 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import cv2
+from pydantic import Field
 
+from edge_runtime.sources.live import LiveOptions
 from edge_runtime.sources.opencv import OpenCVCaptureSource
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,18 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
+class NetworkOptions(LiveOptions):
+    """Options of ``rtsp://`` and ``http(s)://`` (MJPEG) streams."""
+
+    rtsp_tcp: bool = Field(True, description="RTSP over TCP, which survives lossy Wi-Fi.")
+    open_timeout_s: float = Field(
+        10.0, gt=0, description="Seconds before the stream counts as unreachable."
+    )
+    read_timeout_s: float = Field(
+        10.0, gt=0, description="Seconds before the stream counts as lost."
+    )
+
+
 class NetworkStreamSource(OpenCVCaptureSource):
     """An RTSP stream or an MJPEG stream over HTTP(S).
 
@@ -39,6 +53,8 @@ class NetworkStreamSource(OpenCVCaptureSource):
     long FFmpeg waits before the stream counts as unreachable or lost), plus the
     ``OpenCVCaptureSource`` options. Credentials in the URL never appear in logs or /status.
     """
+
+    Options = NetworkOptions
 
     def __init__(
         self,

@@ -13,10 +13,11 @@ from typing import Any, Protocol
 
 import cv2
 import numpy as np
+from pydantic import Field
 
 from edge_runtime.errors import ConfigError, SourceError
 from edge_runtime.imageio import to_rgb
-from edge_runtime.sources.live import Captured, LiveSource
+from edge_runtime.sources.live import Captured, LiveOptions, LiveSource
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,20 @@ class OpenCVCaptureSource(LiveSource):
                 log.debug("%s: release failed: %s", self.uri, exc)
 
 
+class CameraOptions(LiveOptions):
+    """Options of ``camera:N`` and ``v4l2:///dev/videoN``."""
+
+    width: int | None = Field(None, ge=1, description="Frame width asked of the driver.")
+    height: int | None = Field(None, ge=1, description="Frame height asked of the driver.")
+    fps: float | None = Field(None, gt=0, description="Frame rate asked of the driver.")
+    fourcc: str | None = Field(
+        None, description="Pixel format, e.g. MJPG for full frame rates at high resolutions."
+    )
+    buffer_size: int | None = Field(
+        1, ge=1, description="Driver queue length; 1 keeps the latency low."
+    )
+
+
 class OpenCVCameraSource(OpenCVCaptureSource):
     """A USB/V4L2 camera: ``camera:0`` or ``v4l2:///dev/video0``.
 
@@ -134,6 +149,8 @@ class OpenCVCameraSource(OpenCVCaptureSource):
     higher resolutions), ``buffer_size`` (driver queue length; 1 keeps latency low), plus the
     ``OpenCVCaptureSource`` options.
     """
+
+    Options = CameraOptions
 
     def __init__(
         self,

@@ -12,10 +12,12 @@ import logging
 import time
 from typing import Any
 
+from pydantic import Field
+
 from edge_runtime.errors import ConfigError, SourceError
 from edge_runtime.imageio import to_rgb
 from edge_runtime.registry import require
-from edge_runtime.sources.live import Captured, LiveSource
+from edge_runtime.sources.live import Captured, LiveOptions, LiveSource
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,18 @@ def parse_camera_number(uri: str) -> int:
     return int(rest)
 
 
+class Picamera2Options(LiveOptions):
+    """Options of ``picamera2:N`` (a Raspberry Pi camera module)."""
+
+    width: int = Field(640, ge=1, description="Output width; the ISP scales for free.")
+    height: int = Field(480, ge=1, description="Output height.")
+    fps: float | None = Field(None, gt=0, description="Frame rate; default the sensor's.")
+    pixel_format: str = Field(
+        "RGB888", description=f"One of {', '.join(sorted(MEMORY_ORDER))}."
+    )
+    buffer_count: int = Field(4, ge=1, description="Buffers libcamera cycles through.")
+
+
 class Picamera2Source(LiveSource):
     """A Raspberry Pi camera module.
 
@@ -43,6 +57,8 @@ class Picamera2Source(LiveSource):
     ``MEMORY_ORDER``; default ``RGB888``), ``buffer_count``, plus the ``LiveSource`` options.
     Needs the ``picamera2`` package from Raspberry Pi OS (``sudo apt install python3-picamera2``).
     """
+
+    Options = Picamera2Options
 
     def __init__(
         self,

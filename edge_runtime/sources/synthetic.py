@@ -12,9 +12,10 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
+from pydantic import Field
 
 from edge_runtime.errors import ConfigError, SourceError
-from edge_runtime.sources.live import Captured, EndOfStream, LiveSource
+from edge_runtime.sources.live import Captured, EndOfStream, LiveOptions, LiveSource
 from edge_runtime.types import Frame
 
 
@@ -42,6 +43,18 @@ def parse_scenario(uri: str) -> str:
     return scenario
 
 
+class SyntheticOptions(LiveOptions):
+    """Options of ``synthetic:<scenario>``."""
+
+    seed: int = Field(0, description="Same seed, same frames.")
+    width: int = Field(640, ge=1, description="Frame width in pixels.")
+    height: int = Field(480, ge=1, description="Frame height in pixels.")
+    frames: int | None = Field(None, ge=0, description="Stop after this many; default endless.")
+    fps: float | None = Field(
+        None, gt=0, description="Pace like a live camera at this rate; default as fast as read."
+    )
+
+
 class SyntheticSource(LiveSource):
     """Deterministic rendered frames.
 
@@ -50,6 +63,8 @@ class SyntheticSource(LiveSource):
     read), ``scene_factory`` (replaces ``edge_runtime.scenes.SceneStream``), plus the
     ``LiveSource`` options for the paced mode.
     """
+
+    Options = SyntheticOptions
 
     def __init__(
         self,

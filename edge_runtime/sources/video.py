@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+from pydantic import Field
 
 from edge_runtime.errors import SourceError
 from edge_runtime.imageio import to_rgb
-from edge_runtime.sources.base import Source
+from edge_runtime.sources.base import Source, SourceOptions
 from edge_runtime.types import Frame
 
 #: suffixes ``open_source`` treats as video files
@@ -25,6 +26,12 @@ def is_video_path(path: str | Path) -> bool:
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
+class VideoOptions(SourceOptions):
+    """Options of a video file."""
+
+    loop: bool = Field(False, description="Start over at the end instead of stopping.")
+
+
 class VideoFileSource(Source):
     """Every frame of a video file, in order.
 
@@ -32,6 +39,8 @@ class VideoFileSource(Source):
     ``meta['position_ms']`` is its position in the video. Options: ``loop`` (start over at the end),
     ``capture_factory`` (replaces ``cv2.VideoCapture``).
     """
+
+    Options = VideoOptions
 
     def __init__(self, uri: str, *, loop: bool = False, capture_factory: Any = None) -> None:
         super().__init__()

@@ -23,7 +23,12 @@ debounce = 3
 console = "pretty"          # pretty | jsonl | none
 http = "0.0.0.0:8080"
 gpio = { pin = 17, label = "counterfeit", hold_s = 1.5 }
+mqtt = { url = "mqtt://broker.local", topic = "kiosk/3" }   # or just mqtt = "mqtt://..."
 ```
+
+The ``[outputs]`` keys and the ``[source] options`` are declared by the sinks and sources
+themselves (see ``edge_runtime.sinks.base.SinkConfig`` and ``edge_runtime.sources.base``);
+:func:`parse_config` validates with the schema assembled from them.
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import (
     BaseModel,
@@ -67,9 +67,12 @@ from edge_runtime.sources import check_options, options_model, parse_source_uri,
 from edge_runtime.validation import describe_validation_error
 
 if sys.version_info >= (3, 11):
+    from typing import Self
+
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
+    from typing_extensions import Self
 
 
 class _Section(BaseModel):
@@ -240,7 +243,12 @@ class RunConfig(_Section):
 
 
 class RuntimeConfig(_Section):
-    """The whole runtime configuration."""
+    """The whole runtime configuration.
+
+    Its ``outputs`` here know only ``http``: validate with :func:`parse_config` (or
+    ``RuntimeConfig.model_validate``, which hands over to :func:`runtime_config_model`), whose
+    schema adds every sink's key. The result is an instance of a subclass of this class.
+    """
 
     model: ModelConfig
     source: SourceConfig
@@ -252,6 +260,12 @@ class RuntimeConfig(_Section):
     def _verify(self) -> RuntimeConfig:
         verify_filters(self.postprocess)
         return self
+
+    @classmethod
+    def model_validate(cls, obj: Any, **options: Any) -> Self:
+        if cls is RuntimeConfig:
+            return cast(Self, runtime_config_model().model_validate(obj, **options))
+        return super().model_validate(obj, **options)
 
 
 def verify_filters(section: PostprocessSection) -> None:

@@ -15,7 +15,13 @@ import pytest
 from edge_runtime import registry
 from edge_runtime.cli import build_parser
 from edge_runtime.commands.run import config_from_args
-from edge_runtime.config import merge, normalize_outputs, parse_config, runtime_config_model
+from edge_runtime.config import (
+    RuntimeConfig,
+    merge,
+    normalize_outputs,
+    parse_config,
+    runtime_config_model,
+)
 from edge_runtime.errors import ConfigError
 from edge_runtime.sinks import output_configs
 from edge_runtime.wiring import build_sinks
@@ -35,6 +41,9 @@ def test_outputs_are_the_sinks_declarations() -> None:
     assert set(schema["$defs"]["OutputsConfig"]["properties"]) == {"http", *output_configs()}
     for config in output_configs().values():
         assert config.__doc__ and all(f.description for f in config.model_fields.values())
+    # Validating with the static class hands over to the assembled schema.
+    direct = RuntimeConfig.model_validate({**BASE, "outputs": {"mqtt": "mqtt://b"}})
+    assert isinstance(direct, RuntimeConfig) and direct.outputs.get("mqtt").url == "mqtt://b"
 
 
 def test_every_sink_config_default_is_the_sinks_own() -> None:

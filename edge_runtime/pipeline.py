@@ -1,10 +1,11 @@
 """The pipeline: source -> preprocess -> backend -> postprocess -> sinks.
 
-This is the only module where the stages meet. Two threads keep the backend busy: a producer reads
-frames and prepares input tensors into a small ring of preallocated buffers, while the consumer (the
-thread that calls :meth:`Pipeline.run`) runs inference, postprocessing and the sinks. Live sources
-capture in their own thread with a latest-frame-wins slot, so a slow model sees fresh frames instead
-of a growing backlog.
+This is where the stages' data meet, frame by frame (``wiring`` builds the stages from a config,
+``serving`` loads the model and its postprocessor). Two threads keep the backend busy: a producer
+reads frames and prepares input tensors into a small ring of preallocated buffers, while the
+consumer (the thread that calls :meth:`Pipeline.run`) runs inference, postprocessing and the sinks.
+Live sources capture in their own thread with a latest-frame-wins slot, so a slow model sees fresh
+frames instead of a growing backlog. The runtime status it reports to is handed in and outlives it.
 
 The model can be swapped while the pipeline runs (:meth:`Pipeline.swap_model`); frames already
 prepared for the old model finish on it, the next frame uses the new one, and no frame is lost.

@@ -188,11 +188,11 @@ class PostprocessSection(_Section):
 
 class OutputsConfig(_Section):
     """Where results go. Each key but ``http`` belongs to a sink, which declares it with its
-    settings (``edge_runtime.sinks.base.SinkConfig``): ``console``, ``jsonl``, ``mqtt``,
-    ``webhook``, ``gpio``, ``reject``, ``preview``. A bare value sets a sink's main setting
-    (``mqtt = "mqtt://broker:1883"``); a table sets any (``mqtt = { url = "...", qos = 0 }``).
-    Older files' flat keys (``jsonl_file``, ``jsonl_max_bytes``, ``reject_label``,
-    ``snapshot_dir``) still mean what they meant.
+    settings (``edge_runtime.sinks.base.SinkConfig``), e.g. ``console``, ``jsonl``, ``mqtt``,
+    ``gpio``; ``edge-runtime check-config FILE --json`` lists them all. A bare value sets a
+    sink's main setting (``mqtt = "mqtt://broker:1883"``); a table sets any
+    (``mqtt = { url = "...", qos = 0 }``). Older files' flat keys (``jsonl_file``,
+    ``jsonl_max_bytes``, ``reject_label``, ``snapshot_dir``) still mean what they meant.
 
     This base class holds only ``http``; :func:`runtime_config_model` adds the sinks' keys.
     """

@@ -86,7 +86,6 @@ def _add_decision_arguments(post: Any) -> None:
     post.add_argument("--deny", metavar="L1,L2", help="never report these classes")
 
 
-
 def _add_output_flags(out: Any) -> None:
     """Each sink declares its own flags with its [outputs] settings."""
     from edge_runtime.sinks import output_configs

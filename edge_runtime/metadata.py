@@ -39,6 +39,9 @@ from edge_runtime.labels import parse_labels
 log = logging.getLogger(__name__)
 
 TFLITE_METADATA_NAME = "TFLITE_METADATA"
+#: the file identifiers of a metadata flatbuffer and of a TFLite model flatbuffer
+METADATA_IDENTIFIER = b"M001"
+TFLITE_IDENTIFIER = b"TFL3"
 #: the associated files our exporter writes into .tflite models
 LABELS_FILE_NAME = "labels.txt"
 FACTS_FILE_NAME = "edge_classify.json"
@@ -55,13 +58,67 @@ ONNX_KEYS = (
     "description",
 )
 
-# AssociatedFileType in metadata_schema.fbs
-_TENSOR_AXIS_LABELS = 2
-# ProcessUnitOptions union member
-_NORMALIZATION_OPTIONS = 1
-# ContentProperties union member
-_IMAGE_PROPERTIES = 2
-_COLOR_SPACES = {1: "RGB", 2: "GRAYSCALE"}
+# --------------------------------------------------------------------------------------------
+# The metadata schema: the one definition of its tables, read here and written by the exporter.
+# Field slots are positions in the table declarations of metadata_schema.fbs (a union takes two
+# slots: its type, then its value); enum values are the schema's.
+
+MODEL_METADATA = {
+    "name": 0,
+    "description": 1,
+    "version": 2,
+    "subgraph_metadata": 3,
+    "author": 4,
+    "license": 5,
+    "associated_files": 6,
+    "min_parser_version": 7,
+}
+SUBGRAPH_METADATA = {
+    "name": 0,
+    "description": 1,
+    "input_tensor_metadata": 2,
+    "output_tensor_metadata": 3,
+    "associated_files": 4,
+}
+TENSOR_METADATA = {
+    "name": 0,
+    "description": 1,
+    "dimension_names": 2,
+    "content": 3,
+    "process_units": 4,
+    "stats": 5,
+    "associated_files": 6,
+}
+ASSOCIATED_FILE = {"name": 0, "description": 1, "type": 2, "locale": 3}
+CONTENT = {"content_properties_type": 0, "content_properties": 1, "range": 2}
+IMAGE_PROPERTIES = {"color_space": 0, "default_size": 1}
+IMAGE_SIZE = {"width": 0, "height": 1}
+PROCESS_UNIT = {"options_type": 0, "options": 1}
+NORMALIZATION_OPTIONS = {"mean": 0, "std": 1}
+STATS = {"max": 0, "min": 1}
+#: AssociatedFileType
+ASSOCIATED_FILE_TYPES = {
+    0: "UNKNOWN",
+    1: "DESCRIPTIONS",
+    2: "TENSOR_AXIS_LABELS",
+    3: "TENSOR_VALUE_LABELS",
+    4: "TENSOR_AXIS_SCORE_CALIBRATION",
+    5: "VOCABULARY",
+    6: "SCANN_INDEX_FILE",
+}
+FILE_TYPE_VALUES = {name: value for value, name in ASSOCIATED_FILE_TYPES.items()}
+#: ColorSpaceType
+COLOR_SPACES = {0: "UNKNOWN", 1: "RGB", 2: "GRAYSCALE"}
+#: ContentProperties union members
+FEATURE_PROPERTIES = 1
+IMAGE_PROPERTIES_MEMBER = 2
+#: ProcessUnitOptions union member
+NORMALIZATION_OPTIONS_MEMBER = 1
+# Slots of the TFLite model schema (tensorflow/lite/schema/schema.fbs) that lead to the metadata.
+TFLITE_MODEL = {"buffers": 4, "metadata": 6}
+TFLITE_METADATA_ENTRY = {"name": 0, "buffer": 1}
+#: ``offset`` and ``size`` hold the data of models over 2 GB, kept after the flatbuffer
+TFLITE_BUFFER = {"data": 0, "offset": 1, "size": 2}
 
 
 @dataclass(frozen=True)
@@ -79,8 +136,9 @@ class ModelMetadata:
     """What a model file says about itself; every field is optional.
 
     ``mean`` and ``std`` are the input normalization ``(pixel - mean) / std`` per channel (TFLite
-    ``NormalizationOptions``). ``source`` says where the facts came from: ``tflite-metadata``,
-    ``zip`` (associated files only), ``onnx-metadata`` or ``none``.
+    ``NormalizationOptions``); ``input_range`` the input's (min, max) from its stats. ``source``
+    says where the facts came from: ``tflite-metadata``, ``zip`` (associated files only),
+    ``onnx-metadata`` or ``none``.
     """
 
     source: str = "none"
@@ -89,6 +147,7 @@ class ModelMetadata:
     description: str = ""
     author: str = ""
     license: str = ""
+    min_parser_version: str = ""
     labels: tuple[str, ...] | None = None
     labels_file: str = ""
     associated_files: tuple[AssociatedFile, ...] = ()
@@ -101,6 +160,7 @@ class ModelMetadata:
     color: str | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    input_range: tuple[float, float] | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
@@ -201,29 +261,18 @@ def _root(buffer: Any) -> _Table:
     return _Table(Table(buffer, struct.unpack_from("<I", buffer, 0)[0]))
 
 
-_FILE_TYPES = {
-    0: "UNKNOWN",
-    1: "DESCRIPTIONS",
-    2: "TENSOR_AXIS_LABELS",
-    3: "TENSOR_VALUE_LABELS",
-    4: "TENSOR_AXIS_SCORE_CALIBRATION",
-    5: "VOCABULARY",
-    6: "SCANN_INDEX_FILE",
-}
-
 
 def _associated_files(table: _Table, slot: int) -> list[tuple[AssociatedFile, int]]:
-    # AssociatedFile: name 0, description 1, type 2 (byte), locale 3
     found = []
     for item in table.tables(slot):
-        kind = item.scalar(2, "b")
+        kind = item.scalar(ASSOCIATED_FILE["type"], "b")
         found.append(
             (
                 AssociatedFile(
-                    name=item.string(0),
-                    type=_FILE_TYPES.get(kind, str(kind)),
-                    description=item.string(1),
-                    locale=item.string(3),
+                    name=item.string(ASSOCIATED_FILE["name"]),
+                    type=ASSOCIATED_FILE_TYPES.get(kind, str(kind)),
+                    description=item.string(ASSOCIATED_FILE["description"]),
+                    locale=item.string(ASSOCIATED_FILE["locale"]),
                 ),
                 kind,
             )
@@ -235,23 +284,23 @@ def parse_tflite_metadata_flatbuffer(data: bytes | bytearray | memoryview) -> di
     """Read the fields of a ``TFLITE_METADATA`` flatbuffer (``ModelMetadata``) that matter here.
 
     Returns a dict with ``name``, ``version``, ``description``, ``author``, ``license``,
-    ``associated_files`` (list of :class:`AssociatedFile`), ``labels_file`` (the output's
-    ``TENSOR_AXIS_LABELS`` file, or ""), ``input_name``, ``input_description``, ``color``,
-    ``input_height``, ``input_width``, ``mean`` and ``std``.
+    ``min_parser_version``, ``associated_files`` (list of :class:`AssociatedFile`),
+    ``labels_file`` (the output's ``TENSOR_AXIS_LABELS`` file, or ""), ``input_name``,
+    ``input_description``, ``color``, ``input_height``, ``input_width``, ``mean``, ``std`` and,
+    when the input has stats, ``input_range`` (min, max).
 
     Raises:
         ModuleNotFoundError: the ``flatbuffers`` package is missing.
         ValueError, struct.error, IndexError: the buffer is not a metadata flatbuffer.
     """
     root = _root(data)
-    # ModelMetadata: name 0, description 1, version 2, subgraph_metadata 3, author 4, license 5,
-    # associated_files 6
     result: dict[str, Any] = {
-        "name": root.string(0),
-        "description": root.string(1),
-        "version": root.string(2),
-        "author": root.string(4),
-        "license": root.string(5),
+        "name": root.string(MODEL_METADATA["name"]),
+        "description": root.string(MODEL_METADATA["description"]),
+        "version": root.string(MODEL_METADATA["version"]),
+        "author": root.string(MODEL_METADATA["author"]),
+        "license": root.string(MODEL_METADATA["license"]),
+        "min_parser_version": root.string(MODEL_METADATA["min_parser_version"]),
         "input_name": "",
         "input_description": "",
         "color": None,
@@ -261,21 +310,19 @@ def parse_tflite_metadata_flatbuffer(data: bytes | bytearray | memoryview) -> di
         "std": None,
         "labels_file": "",
     }
-    files = _associated_files(root, 6)
+    files = _associated_files(root, MODEL_METADATA["associated_files"])
     labels_candidates: list[AssociatedFile] = []
-    subgraphs = root.tables(3)
+    subgraphs = root.tables(MODEL_METADATA["subgraph_metadata"])
     if subgraphs:
-        # SubGraphMetadata: input_tensor_metadata 2, output_tensor_metadata 3, associated_files 4
         subgraph = subgraphs[0]
-        files += _associated_files(subgraph, 4)
-        inputs = subgraph.tables(2)
+        files += _associated_files(subgraph, SUBGRAPH_METADATA["associated_files"])
+        inputs = subgraph.tables(SUBGRAPH_METADATA["input_tensor_metadata"])
         if inputs:
             _read_input_tensor(inputs[0], result)
-        for tensor in subgraph.tables(3)[:1]:
-            # TensorMetadata: associated_files 6
-            for item, kind in _associated_files(tensor, 6):
+        for tensor in subgraph.tables(SUBGRAPH_METADATA["output_tensor_metadata"])[:1]:
+            for item, kind in _associated_files(tensor, TENSOR_METADATA["associated_files"]):
                 files.append((item, kind))
-                if kind == _TENSOR_AXIS_LABELS:
+                if kind == FILE_TYPE_VALUES["TENSOR_AXIS_LABELS"]:
                     labels_candidates.append(item)
     # Prefer the label file without a locale (the canonical names), else the first one.
     if labels_candidates:
@@ -286,49 +333,58 @@ def parse_tflite_metadata_flatbuffer(data: bytes | bytearray | memoryview) -> di
 
 
 def _read_input_tensor(tensor: _Table, result: dict[str, Any]) -> None:
-    # TensorMetadata: name 0, description 1, content 3, process_units 4
-    result["input_name"] = tensor.string(0)
-    result["input_description"] = tensor.string(1)
-    content = tensor.table(3)
+    result["input_name"] = tensor.string(TENSOR_METADATA["name"])
+    result["input_description"] = tensor.string(TENSOR_METADATA["description"])
+    content = tensor.table(TENSOR_METADATA["content"])
     if content is not None:
-        # Content: content_properties (union: type slot 0, value slot 1), range 2
-        kind, properties = content.union(0)
-        if kind == _IMAGE_PROPERTIES and properties is not None:
-            # ImageProperties: color_space 0 (byte), default_size 1 (ImageSize: width 0, height 1)
-            result["color"] = _COLOR_SPACES.get(properties.scalar(0, "b"))
-            size = properties.table(1)
-            if size is not None and size.scalar(0, "I") and size.scalar(1, "I"):
-                result["input_width"] = size.scalar(0, "I")
-                result["input_height"] = size.scalar(1, "I")
-    for unit in tensor.tables(4):
-        # ProcessUnit: options (union: type slot 0, value slot 1)
-        kind, options = unit.union(0)
-        if kind == _NORMALIZATION_OPTIONS and options is not None:
-            # NormalizationOptions: mean 0 ([float]), std 1 ([float])
-            mean = tuple(float(v) for v in options.vector(0, "f"))
-            std = tuple(float(v) for v in options.vector(1, "f"))
+        kind, properties = content.union(CONTENT["content_properties_type"])
+        if kind == IMAGE_PROPERTIES_MEMBER and properties is not None:
+            color = properties.scalar(IMAGE_PROPERTIES["color_space"], "b")
+            result["color"] = COLOR_SPACES.get(color) if color else None
+            size = properties.table(IMAGE_PROPERTIES["default_size"])
+            if size is not None:
+                width = size.scalar(IMAGE_SIZE["width"], "I")
+                height = size.scalar(IMAGE_SIZE["height"], "I")
+                if width and height:
+                    result["input_width"], result["input_height"] = width, height
+    for unit in tensor.tables(TENSOR_METADATA["process_units"]):
+        kind, options = unit.union(PROCESS_UNIT["options_type"])
+        if kind == NORMALIZATION_OPTIONS_MEMBER and options is not None:
+            mean = tuple(float(v) for v in options.vector(NORMALIZATION_OPTIONS["mean"], "f"))
+            std = tuple(float(v) for v in options.vector(NORMALIZATION_OPTIONS["std"], "f"))
             if mean and std and all(s > 0 for s in std):
                 result["mean"], result["std"] = mean, std
+    stats = tensor.table(TENSOR_METADATA["stats"])
+    if stats is not None:
+        low = stats.vector(STATS["min"], "f")
+        high = stats.vector(STATS["max"], "f")
+        if low and high:
+            result["input_range"] = (float(low[0]), float(high[0]))
 
 
-def _tflite_metadata_buffer(model: Any) -> bytes | None:
-    """The ``TFLITE_METADATA`` buffer of a TFLite model flatbuffer, or None."""
+def tflite_metadata_buffer(model: Any) -> bytes | None:
+    """The raw ``TFLITE_METADATA`` buffer of a TFLite model flatbuffer (bytes or a buffer such as
+    an mmap), or None when it has none.
+
+    Raises:
+        ModuleNotFoundError: the ``flatbuffers`` package is missing.
+        ValueError, struct.error, IndexError: the data is not a well-formed model flatbuffer.
+    """
     root = _root(model)
-    # Model: buffers 4, metadata 6; Metadata: name 0, buffer 1 (uint); Buffer: data 0, offset 1,
-    # size 2 (models over 2 GB keep buffer data after the flatbuffer, at offset/size)
-    buffers = root.tables(4)
-    for entry in root.tables(6):
-        if entry.string(0) != TFLITE_METADATA_NAME:
+    buffers = root.tables(TFLITE_MODEL["buffers"])
+    for entry in root.tables(TFLITE_MODEL["metadata"]):
+        if entry.string(TFLITE_METADATA_ENTRY["name"]) != TFLITE_METADATA_NAME:
             continue
-        index = entry.scalar(1, "I")
+        index = entry.scalar(TFLITE_METADATA_ENTRY["buffer"], "I")
         if index >= len(buffers):
             raise ValueError("TFLITE_METADATA names a buffer that does not exist")
         buffer = buffers[index]
-        span = buffer.byte_span(0)
+        span = buffer.byte_span(TFLITE_BUFFER["data"])
         if span is not None and span[1]:
             start, length = span
         else:
-            start, length = buffer.scalar(1, "Q"), buffer.scalar(2, "Q")
+            start = buffer.scalar(TFLITE_BUFFER["offset"], "Q")
+            length = buffer.scalar(TFLITE_BUFFER["size"], "Q")
         if start + length > len(model) or not length:
             raise ValueError("TFLITE_METADATA buffer lies outside the file")
         return bytes(model[start : start + length])
@@ -430,10 +486,10 @@ def _read_flatbuffer_fields(model: Any, source: Path) -> tuple[dict[str, Any], s
     except ModuleNotFoundError:
         log.debug("flatbuffers is not installed: reading only the associated files of %s", source)
         return {}, "none"
-    if bytes(model[4:8]) != b"TFL3":
+    if bytes(model[4:8]) != TFLITE_IDENTIFIER:
         return {}, "none"
     try:
-        buffer = _tflite_metadata_buffer(model)
+        buffer = tflite_metadata_buffer(model)
         if buffer is None:
             return {}, "none"
         return parse_tflite_metadata_flatbuffer(buffer), "tflite-metadata"
@@ -520,4 +576,5 @@ __all__ = [
     "parse_onnx_metadata",
     "parse_tflite_metadata_flatbuffer",
     "read_tflite_metadata",
+    "tflite_metadata_buffer",
 ]

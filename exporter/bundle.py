@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import numpy as np
 
 from edge_runtime import __version__ as runtime_version
 from edge_runtime.bundle import (
@@ -126,8 +127,14 @@ def choose_samples(
     labels: Sequence[str],
     per_class: int = DEFAULT_SAMPLES_PER_CLASS,
     seed: int = 0,
+    margins: Sequence[float] | np.ndarray | None = None,
 ) -> list[tuple[str, str, bytes]]:
     """``(member name, label, PNG bytes)`` for up to ``per_class`` held-out images per class.
+
+    Without ``margins``: a stratified random choice. With ``margins`` (one per item: how clearly
+    every artifact got it right; not positive when one got it wrong): the images of each class
+    with the largest margins, never one that an artifact got wrong, since the samples are the
+    device's smoke test and must pass on any CPU. A class without such an image has no sample.
 
     Images are decoded and re-encoded as PNG (the original pixels, not resized), so the device's
     smoke test feeds them through its own preprocessing.
@@ -135,7 +142,21 @@ def choose_samples(
     Raises:
         ExportError: a chosen image cannot be read.
     """
-    chosen = stratified_sample(items, per_class * len(labels), seed)
+    if margins is None:
+        chosen = stratified_sample(items, per_class * len(labels), seed)
+    else:
+        # Ties (many images at the largest margin) are broken by the seeded random order.
+        order = stratified_sample(
+            list(zip(range(len(items)), (lb for _, lb in items))), len(items), seed
+        )
+        rank = {index: position for position, index in enumerate(order)}
+        chosen = []
+        for label in labels:
+            members = [
+                i for i, (_, lb) in enumerate(items) if lb == label and float(margins[i]) > 0
+            ]
+            members.sort(key=lambda i: (-float(margins[i]), rank[i]))
+            chosen += [items[i][0] for i in members[:per_class]]
     label_of = dict(items)
     counters: dict[str, int] = {}
     samples = []

@@ -10,11 +10,18 @@ from typing import IO, Any
 
 
 class Progress:
-    """Prints stage lines and makes progress bars; does nothing when ``quiet``."""
+    """Prints stage lines and makes progress bars; does nothing when ``quiet``.
 
-    def __init__(self, quiet: bool = False, stream: IO[str] | None = None) -> None:
+    Warnings are not progress: they print even when ``quiet`` (not with ``warnings=False``, which
+    library callers get from :data:`QUIET`).
+    """
+
+    def __init__(
+        self, quiet: bool = False, stream: IO[str] | None = None, warnings: bool = True
+    ) -> None:
         self.quiet = quiet
         self.stream = stream
+        self.warnings = warnings
 
     def _out(self) -> IO[str]:
         # Looked up late so pytest's capsys and redirected stderr see the output.
@@ -37,6 +44,11 @@ class Progress:
         if not self.quiet:
             self._write(f"    {message}")
 
+    def warn(self, message: str) -> None:
+        """Something the user should know about the result (one line, even when quiet)."""
+        if self.warnings:
+            self._write(f"edge-export: warning: {message}")
+
     def bar(self, total: int, desc: str, unit: str = "img") -> Any:
         """A tqdm progress bar (disabled when quiet); use as a context manager, call ``update``."""
         from tqdm import tqdm
@@ -52,4 +64,4 @@ class Progress:
         )
 
 
-QUIET = Progress(quiet=True)
+QUIET = Progress(quiet=True, warnings=False)

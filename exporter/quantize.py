@@ -150,7 +150,7 @@ def quantize_onnx_int8(source: Path, dest: Path, calibration: np.ndarray, work: 
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
     input_name = onnx.load(str(prepared), load_external_data=False).graph.input[0].name
 
-    class Reader(_CalibrationReader, CalibrationDataReader):  # type: ignore[misc]
+    class Reader(_CalibrationReader, CalibrationDataReader):
         pass
 
     try:

@@ -21,9 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-try:
+if sys.version_info >= (3, 11):
     import tomllib
-except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
@@ -100,8 +100,18 @@ class ExportSection(_Section):
         description="Formats to export.",
     )
     calibration_images: int = Field(100, ge=1, description="Training images calibrating int8.")
-    max_accuracy_drop: float = Field(1.0, ge=0, description="Accuracy gate in top-1 points.")
-    allow_accuracy_drop: bool = Field(False, description="Bundle artifacts over the gate anyway.")
+    max_accuracy_drop: float = Field(
+        1.0, ge=0, le=100, description="Largest top-1 drop (points) the gate lets through."
+    )
+    gate_confidence: float = Field(
+        0.95, ge=0.5, lt=1, description="Confidence a drop must reach to fail the gate."
+    )
+    min_agreement: float = Field(
+        0.9, ge=0, le=1, description="Fewest images (fraction) whose top-1 must agree with float."
+    )
+    allow_accuracy_drop: bool = Field(
+        False, description="Bundle artifacts that fail the gate anyway."
+    )
     threshold: float = Field(0.5, ge=0, le=1, description="Default confidence threshold.")
     profiles: list[str] = Field(default_factory=list, description="Device profiles; empty: any.")
     samples_per_class: int = Field(2, ge=0, description="Held-out images per class in samples/.")
@@ -415,6 +425,8 @@ def build(
                 calibration_images=export.calibration_images,
                 max_accuracy_drop=export.max_accuracy_drop,
                 allow_accuracy_drop=export.allow_accuracy_drop,
+                gate_confidence=export.gate_confidence,
+                min_agreement=export.min_agreement,
                 force=replace,
                 tar=export.tar,
                 threshold=export.threshold,

@@ -34,7 +34,9 @@ from typing import Any
 
 import numpy as np
 
+from edge_runtime.bundle import InputDescription
 from edge_runtime.preprocess import PreprocessSpec
+from edge_runtime.preprocess.ops import Interpolation, ResizeMode
 from exporter.augment import AugmentPolicy, augment_image
 from exporter.backbones import (
     HEAD_DENSE,
@@ -65,8 +67,8 @@ from exporter.features import FeatureCache, compute_features, default_cache_dir
 from exporter.malloc import keep_freed_memory
 from exporter.progress import QUIET, Progress
 from exporter.report import evaluate, plot_confusion_matrix, plot_training_curves
+from exporter.runinfo import RunInfo
 
-RUN_SCHEMA = 1
 MIXED_PRECISION_CHOICES = ("auto", "on", "off")
 STRATEGY_CHOICES = ("auto", "mirrored", "multi-worker", "none")
 RUN_FILES = (
@@ -89,8 +91,8 @@ class TrainConfig:
     arch: str = "inception_v3"
     weights: str = "imagenet"
     input_size: tuple[int, int] | None = None
-    resize: str = "squash"
-    interpolation: str = "area"
+    resize: ResizeMode = "squash"
+    interpolation: Interpolation = "area"
     fractions: Sequence[float] = DEFAULT_FRACTIONS
     seed: int = 0
     group_pattern: str | None = None
@@ -198,12 +200,7 @@ def check_config(config: TrainConfig) -> Plan:
         raise TrainingError(f"--workers must be at least 1, got {config.workers}")
     check_fractions(config.fractions)
     compile_group_pattern(config.group_pattern)
-    spec = PreprocessSpec(
-        size[0],
-        size[1],
-        config.resize,  # type: ignore[arg-type]
-        config.interpolation,  # type: ignore[arg-type]
-    )
+    spec = PreprocessSpec(size[0], size[1], config.resize, config.interpolation)
     data = Path(config.data).expanduser()
     out = Path(config.out).expanduser()
     if data.is_dir():
@@ -462,22 +459,22 @@ class TrainResult:
     """A finished run: where it is, and what run.json and report.json say."""
 
     run_dir: Path
-    run: dict[str, Any]
+    run: RunInfo
     report: dict[str, Any]
 
     def summary(self) -> dict[str, Any]:
         return {
             "run_dir": str(self.run_dir),
-            "arch": self.run["arch"],
-            "weights": self.run["weights"],
-            "input_size": self.run["input_size"],
-            "training_mode": self.run["training_mode"],
-            "classes": len(self.run["labels"]),
-            "images": self.run["images"],
-            "validation_accuracy": self.run["validation_accuracy"],
-            "test_accuracy": self.run["test_accuracy"],
+            "arch": self.run.arch,
+            "weights": self.run.weights,
+            "input_size": [self.run.input.height, self.run.input.width],
+            "training_mode": self.run.training_mode,
+            "classes": len(self.run.labels),
+            "images": self.run.images,
+            "validation_accuracy": self.run.validation_accuracy,
+            "test_accuracy": self.run.test_accuracy,
             "test_top5": self.report["top5"],
-            "duration_s": self.run["duration_s"],
+            "duration_s": self.run.duration_s,
         }
 
     def summary_text(self) -> str:
@@ -591,14 +588,15 @@ def _train_on_features(
         f"images x {len(variants)} variants + {len(data.x_val)} val "
         f"(cache: {cache.folder or 'off'})"
     )
-    extract = {"cache": cache, "batch_size": max(batch, 32), "progress": progress}
+    extract_batch = max(batch, 32)
     train_features = compute_features(
-        classifier.features, data.x_train, data.train_digests, variants,
-        policy=plan.policy, desc="train features", **extract,
+        classifier.features, data.x_train, data.train_digests, variants, cache,
+        policy=plan.policy, batch_size=extract_batch, progress=progress, desc="train features",
     )  # fmt: skip
     val_features = compute_features(
-        classifier.features, data.x_val, data.val_digests, [0], desc="val features", **extract
-    )[0]
+        classifier.features, data.x_val, data.val_digests, [0], cache,
+        batch_size=extract_batch, progress=progress, desc="val features",
+    )[0]  # fmt: skip
     cache_info = {
         "dir": str(cache.folder) if cache.folder else None,
         "hits": cache.hits,
@@ -708,10 +706,10 @@ def _write_run(
     splits: Splits,
     evaluation: dict[str, Any],
     phases: list[Phase],
-    run: dict[str, Any],
+    run: RunInfo,
     started: float,
     progress: Progress,
-) -> None:
+) -> RunInfo:
     """Write every file into ``RUN_DIR.partial``, then move it into place; on failure remove it."""
     progress.stage(f"writing {plan.out}")
     partial = plan.out.with_name(plan.out.name + ".partial")
@@ -731,12 +729,13 @@ def _write_run(
             f"({evaluation['images']} images)",
         )
         plot_training_curves([(p.name, p.history) for p in phases], partial / "training_curves.png")
-        run["duration_s"] = round(time.perf_counter() - started, 1)
-        _write_json(partial / "run.json", run)
+        run = run.model_copy(update={"duration_s": round(time.perf_counter() - started, 1)})
+        run.write(partial / "run.json")
         _publish(partial, plan.out)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
+    return run
 
 
 def train(config: TrainConfig, progress: Progress = QUIET) -> TrainResult:
@@ -835,49 +834,48 @@ def train(config: TrainConfig, progress: Progress = QUIET) -> TrainResult:
     model = _export_copy(plan, classifier.model, num_classes)
     val_accuracy, evaluation = _evaluate(model, data, prepared, config.batch_size, progress)
 
-    run = {
-        "schema": RUN_SCHEMA,
-        "arch": config.arch,
-        "weights": plan.weights.label,
-        "weights_identity": plan.weights.identity(),
-        "input_size": list(plan.size),
-        "resize": config.resize,
-        "interpolation": config.interpolation,
-        "color": "RGB",
-        "input_range": [0, 255],
-        "labels": labels,
-        "data": str(scanned.root),
-        "dataset_fingerprint": prepared.fingerprint,
-        "training_mode": mode,
-        "epochs": config.epochs,
-        "fine_tune_layers": config.fine_tune_layers if mode.endswith("fine-tune") else 0,
-        "fine_tune_epochs": config.fine_tune_epochs if mode.endswith("fine-tune") else 0,
-        "batch_size": config.batch_size,
-        "learning_rate": config.learning_rate,
-        "fine_tune_learning_rate": config.fine_tune_learning_rate,
-        "dropout": config.dropout,
-        "patience": config.patience,
-        "augment_variants": config.augment_variants if plan.weights.pretrained else 0,
-        "augmentation": json.loads(plan.policy.key()),
-        "class_weights": config.class_weights,
-        "seed": config.seed,
-        "split_fractions": list(check_fractions(config.fractions)),
-        "given_splits": scanned.given is not None,
-        "group_pattern": config.group_pattern or None,
-        "images": {n: len(splits.get(n)) for n in ("train", "val", "test")},
-        "corrupt_skipped": len(report.corrupt),
-        "validation_accuracy": round(val_accuracy, 6),
-        "test_accuracy": evaluation["top1"],
-        "test_top5": evaluation["top5"],
-        "mixed_precision": mixed,
-        "strategy": strategy_name,
-        "replicas": replicas,
-        "feature_cache": cache_info or None,
-        "phases": [phase.to_json() for phase in phases],
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "duration_s": 0.0,
-        "versions": _versions(),
-    }
-
-    _write_run(plan, model, splits, evaluation, phases, run, started, progress)
+    fine_tuned = mode.endswith("fine-tune")
+    run = RunInfo(
+        arch=config.arch,
+        weights=plan.weights.label,
+        weights_identity=plan.weights.identity(),
+        input=InputDescription(
+            height=plan.size[0],
+            width=plan.size[1],
+            resize=config.resize,
+            interpolation=config.interpolation,
+        ),
+        labels=labels,
+        data=str(scanned.root),
+        dataset_fingerprint=prepared.fingerprint,
+        training_mode=mode,
+        epochs=config.epochs,
+        fine_tune_layers=config.fine_tune_layers if fine_tuned else 0,
+        fine_tune_epochs=config.fine_tune_epochs if fine_tuned else 0,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        fine_tune_learning_rate=config.fine_tune_learning_rate,
+        dropout=config.dropout,
+        patience=config.patience,
+        augment_variants=config.augment_variants if plan.weights.pretrained else 0,
+        augmentation=json.loads(plan.policy.key()),
+        class_weights=config.class_weights,
+        seed=config.seed,
+        split_fractions=list(check_fractions(config.fractions)),
+        given_splits=scanned.given is not None,
+        group_pattern=config.group_pattern or None,
+        images={n: len(splits.get(n)) for n in ("train", "val", "test")},
+        corrupt_skipped=len(report.corrupt),
+        validation_accuracy=round(val_accuracy, 6),
+        test_accuracy=evaluation["top1"],
+        test_top5=evaluation["top5"],
+        mixed_precision=mixed,
+        strategy=strategy_name,
+        replicas=replicas,
+        feature_cache=cache_info or None,
+        phases=[phase.to_json() for phase in phases],
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        versions=_versions(),
+    )
+    run = _write_run(plan, model, splits, evaluation, phases, run, started, progress)
     return TrainResult(run_dir=plan.out.resolve(), run=run, report=evaluation)

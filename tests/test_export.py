@@ -1,5 +1,11 @@
 """``edge-export export`` end to end: a small trained model to all six formats, checked through
-the device runtime's own command line, plus the accuracy gate and the refusals of bad input."""
+the device runtime's own command line, plus the accuracy gate and the refusals of bad input.
+
+The tiny run's classes overlap (tests/tiny_run.py): float top-1 is about 85%, with images near the
+decision boundaries, so an int8 model that computes badly shows in the figures. The figures the
+manifest records are checked against ones computed here independently (Keras, and the runtime's
+``classify`` command), so a verifier that made them up would fail.
+"""
 
 from __future__ import annotations
 
@@ -96,8 +102,6 @@ def test_bundle_holds_every_format_with_verified_results(bundle: Path, run_dir: 
     assert by_path["model-int8.onnx"].input_dtype == "float32"
     assert by_path["model-fp32.onnx"].opset == 17 and by_path["model-int8.onnx"].opset == 17
     for artifact in manifest.artifacts:
-        assert artifact.accuracy is not None and artifact.accuracy >= 0.95
-        assert artifact.agreement_with_float is not None and artifact.agreement_with_float >= 0.97
         assert artifact.latency_ms is not None and artifact.latency_ms > 0
     # int8 files are smaller than fp32 where the format allows it (ONNX QDQ adds nodes).
     assert by_path["model-int8.tflite"].bytes < by_path["model-fp32.tflite"].bytes
@@ -105,10 +109,19 @@ def test_bundle_holds_every_format_with_verified_results(bundle: Path, run_dir: 
     training = manifest.training
     assert training is not None
     assert (training.architecture, training.weights, training.epochs) == ("tiny_cnn", "none", 12)
-    assert training.details["export"]["calibration_images"] == 30
-    assert set(training.details["export"]["artifacts"]) == set(FILES)
+    export = training.details["export"]
+    assert export["calibration_images"] == 30
+    assert set(export["artifacts"]) == set(FILES)
+    # The gate's settings, its decision per artifact and the statistics behind it.
+    assert export["gate"]["confidence"] == 0.95 and export["gate"]["min_agreement"] == 0.9
+    assert export["gate"]["decisions"] == {key: "pass" for key in FILES}
+    for key, details in export["artifacts"].items():
+        gate = details["gate"]
+        assert gate["images"] == 120 and gate["decision"] == "pass", key
+        assert gate["agree"] == round(details["agreement_with_float"] * 120), key
+        assert set(gate["classes"]) == set(LABELS)
 
-    # Two held-out images per class, copied as PNG with their expected labels.
+    # Samples: two held-out images per class that every artifact got right, as PNG.
     assert sorted(s.label for s in manifest.samples) == sorted(LABELS * 2)
     for sample in manifest.samples:
         assert (bundle / sample.path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -119,22 +132,45 @@ def test_bundle_holds_every_format_with_verified_results(bundle: Path, run_dir: 
         assert packed.manifest == manifest
 
 
-def test_every_artifact_agrees_with_keras_through_edge_runtime_classify(
+def test_recorded_figures_match_ones_computed_independently_through_classify(
     bundle: Path, run_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     paths, truth = _test_images(run_dir)
+    targets = np.array([LABELS.index(t) for t in truth])
     reference = _keras_probabilities(run_dir, paths)
     expected = reference.argmax(axis=1)
-    assert np.mean(expected == np.array([LABELS.index(t) for t in truth])) >= 0.95
+    # The classes overlap (best possible top-1 about 85-90%): the float model learns them well
+    # above chance (1/3). 0.6 is over 4 standard errors below the ~0.85 it reaches on 120 images
+    # (sqrt(0.85 * 0.15 / 120) = 0.033), and training numerics differ by CPU: it holds on any.
+    float_accuracy = np.mean(expected == targets)
+    assert float_accuracy >= 0.6
+    with load_bundle(bundle) as loaded:
+        manifest = loaded.manifest
+    assert manifest.training is not None
+    recorded = manifest.training.details["export"]
+    assert recorded["float_accuracy"] == pytest.approx(float_accuracy, abs=1e-6)
     for key, name in FILES.items():
         scores = _runtime_classify(capsys, bundle, paths, "--artifact", name)
-        agreement = np.mean(scores.argmax(axis=1) == expected)
+        predictions = scores.argmax(axis=1)
+        artifact = manifest.artifact(name)
+        gate = recorded["artifacts"][key]["gate"]
+        # Same images, same runtime: the manifest's figures are exactly these.
+        agreement = np.mean(predictions == expected)
+        assert artifact.agreement_with_float == pytest.approx(agreement, abs=1e-6)
+        assert artifact.accuracy == pytest.approx(np.mean(predictions == targets), abs=1e-6)
+        lost = int(np.sum((expected == targets) & (predictions != targets)))
+        gained = int(np.sum((expected != targets) & (predictions == targets)))
+        assert (gate["lost"], gate["gained"]) == (lost, gained), key
         if key in ("tflite-fp32", "onnx-fp32"):
-            assert agreement == 1.0, key
+            assert (lost, gained) == (0, 0), key
             # classify prints scores rounded to 6 decimals.
             np.testing.assert_allclose(scores, reference, atol=1e-4, err_msg=key)
         else:
-            assert agreement >= 0.97, f"{key}: agreement {agreement:.3f}"
+            # Quantized scores stay close to float's on every image: the uint8 output has steps
+            # of 1/256, and the quantized layers add a few steps of error. 0.15 (38 steps) is
+            # over twice the worst seen on any image with several seeds, and a badly calibrated
+            # int8 model misses it by far (see the gate test below).
+            assert np.max(np.abs(scores - reference)) < 0.15, key
 
 
 def test_bare_model_files_carry_their_labels(
@@ -167,11 +203,11 @@ def test_int8_that_fails_the_gate_stops_the_export_and_writes_nothing(
     bad_run = tmp_path / "run"
     shutil.copytree(run_dir, bad_run)
     splits = json.loads((bad_run / "splits.json").read_text())
-    constant = Path(splits["root"]) / "constant.png"
+    constant = tmp_path / "constant.png"
     import cv2
 
     cv2.imwrite(str(constant), np.zeros((40, 48, 3), np.uint8))
-    splits["train"] = [["constant.png", LABELS[0]]]
+    splits["train"] = [[str(constant), LABELS[0]]]
     (bad_run / "splits.json").write_text(json.dumps(splits))
 
     out = tmp_path / "bundles" / "colours"
@@ -183,24 +219,43 @@ def test_int8_that_fails_the_gate_stops_the_export_and_writes_nothing(
     err = capsys.readouterr().err.strip()
     assert code == 1
     assert len(err.splitlines()) == 1, err
-    assert err.startswith("edge-export: error: tflite-int8 (model-int8.tflite) loses")
-    assert "worst classes:" in err and "--allow-accuracy-drop" in err
-    assert "tflite-fp32" not in err.split("loses")[0]
+    assert err.startswith(
+        "edge-export: error: tflite-int8 (model-int8.tflite) fails the accuracy gate: "
+    )
+    assert "turned wrong" in err and "turned right" in err and "McNemar p=" in err
+    assert "worst classes:" in err and "Nothing was written" in err
+    assert "--allow-accuracy-drop" in err
+    assert "tflite-fp32" not in err.split("fails")[0]
     assert not out.exists()
     assert not (tmp_path / "bundles").exists() or not any((tmp_path / "bundles").iterdir())
 
-    # --allow-accuracy-drop bundles it anyway, and says so.
+    # --allow-accuracy-drop bundles it anyway, says so, and records the failed decision.
     code = main(
         ["export", str(bad_run), "--out", str(out), "--name", "colours", "--version", "1",
          "--formats", "tflite-int8", "--allow-accuracy-drop"]
     )  # fmt: skip
     captured = capsys.readouterr()
     assert code == 0
-    assert "allowed by --allow-accuracy-drop" in captured.err
-    constant.unlink()  # the data set is shared with the other tests
+    warning = [line for line in captured.err.splitlines() if "fails the accuracy gate" in line]
+    assert len(warning) == 1 and warning[0].startswith("edge-export: warning: tflite-int8")
+    assert "Bundled anyway" in warning[0] and "Nothing was written" not in captured.err
     with load_bundle(out) as loaded:
         (artifact,) = loaded.manifest.artifacts
-        assert artifact.accuracy is not None and artifact.accuracy < 0.9
+        assert loaded.manifest.training is not None
+        export = loaded.manifest.training.details["export"]
+    gate = export["artifacts"]["tflite-int8"]["gate"]
+    assert gate["decision"] == "allowed" and gate["reasons"]
+    assert gate["p_value"] < 0.05 and gate["lost"] > gate["gained"]
+    assert export["gate"]["decisions"] == {"tflite-int8": "allowed"}
+
+    # What the manifest says about the bad model is what the runtime measures, independently.
+    paths, truth = _test_images(run_dir)
+    reference = _keras_probabilities(run_dir, paths)
+    scores = _runtime_classify(capsys, out, paths)
+    agreement = np.mean(scores.argmax(axis=1) == reference.argmax(axis=1))
+    assert artifact.agreement_with_float == pytest.approx(agreement, abs=1e-6)
+    assert agreement < 0.9  # it fails the agreement floor on any CPU: see the gate's reasons
+    assert np.max(np.abs(scores - reference)) > 0.15  # the bound the good int8 model keeps
 
 
 @pytest.mark.parametrize(
@@ -280,7 +335,9 @@ def test_summary_table_and_json(run_dir: Path, tmp_path: Path,
     captured = capsys.readouterr()
     assert "[2/2] tflite-int8: converting" in captured.err
     table = captured.out.splitlines()
-    assert table[1].split()[:7] == ["artifact", "file", "size", "top-1", "agreement", "max", "diff"]
+    assert table[1].split() == [
+        "artifact", "file", "size", "top-1", "agreement", "max", "diff", "latency", "gate"
+    ]  # fmt: skip
     assert table[2].startswith("tflite-fp32") and table[3].startswith("tflite-int8")
     assert table[-1].startswith("bundle: ")
 
@@ -289,4 +346,5 @@ def test_summary_table_and_json(run_dir: Path, tmp_path: Path,
     assert captured.err == ""
     summary = json.loads(captured.out)
     assert [row["artifact"] for row in summary["artifacts"]] == ["tflite-fp32", "tflite-int8"]
-    assert summary["held_out"] == {"split": "test", "images": 60}
+    assert summary["held_out"] == {"split": "test", "images": 120}
+    assert [row["gate"]["decision"] for row in summary["artifacts"]] == ["pass", "pass"]

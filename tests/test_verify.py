@@ -9,23 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge_runtime.bundle import load_bundle
 from exporter.cli import main
 from exporter.errors import AccuracyGateError
-from exporter.export.verify import ArtifactReport, Scores, check_accuracy_gate
+from exporter.export.gate import GateOptions
+from exporter.export.verify import Scores, check_accuracy_gate, compare
 
 LABELS = ["cat", "dog", "fox"]
-
-
-def _report(key: str, accuracy: float, change: dict[str, float]) -> ArtifactReport:
-    return ArtifactReport(
-        key=key,
-        path=Path(f"{key}.tflite"),
-        count=100,
-        accuracy=accuracy,
-        per_class={},
-        latency_ms=1.0,
-        per_class_change=change,
-    )
 
 
 def test_scores_count_top1_per_class() -> None:
@@ -36,22 +26,40 @@ def test_scores_count_top1_per_class() -> None:
     assert scores.predictions.tolist() == [0, 1, 0, 2]
 
 
-def test_gate_passes_within_the_limit_and_names_the_failures() -> None:
-    fine = _report("tflite-fp32", 0.95, {"cat": 0.0})
-    close = _report("onnx-int8", 0.941, {"cat": -0.9})
-    check_accuracy_gate([fine, close], 0.95, 1.0)
+def _one_hot(predictions: np.ndarray) -> np.ndarray:
+    return np.eye(len(LABELS), dtype=np.float32)[predictions]
 
-    bad = _report("tflite-int8", 0.90, {"cat": -12.0, "dog": -3.0, "fox": 0.0})
+
+def test_compare_judges_each_artifact_and_the_gate_names_only_the_failures() -> None:
+    truth = np.repeat(np.arange(3), 30)
+    reference = _one_hot(truth)
+    fine = compare("tflite-fp32", Path("model-fp32.tflite"), LABELS, reference, 1.0, truth,
+                   reference)  # fmt: skip
+    broken = truth.copy()
+    broken[:20] = 1  # 20 "cat" images turn into "dog"
+    bad = compare("tflite-int8", Path("model-int8.tflite"), LABELS, _one_hot(broken), 1.0, truth,
+                  reference)  # fmt: skip
+    assert fine.gate is not None and fine.gate.passed and fine.agreement_with_float == 1.0
+    assert bad.gate is not None and not bad.gate.passed
+    assert bad.agreement_with_float == pytest.approx(70 / 90)
+    assert bad.max_abs_diff == 1.0
+    assert bad.per_class_change["cat"] == pytest.approx(-200 / 3)
+    assert bad.details()["gate"]["lost"] == 20
+
+    assert check_accuracy_gate([fine], GateOptions(), writes=True) == []
     with pytest.raises(AccuracyGateError) as caught:
-        check_accuracy_gate([fine, bad], 0.95, 1.0)
+        check_accuracy_gate([fine, bad], GateOptions(), writes=True)
     message = str(caught.value)
-    assert "\n" not in message
-    assert message.startswith("tflite-int8 (tflite-int8.tflite) loses 5.0 points of top-1")
-    assert "worst classes: cat -12.0, dog -3.0" in message
-    assert "fox" not in message and "tflite-fp32" not in message
-    assert "limit is 1 points" in message
-    # A larger limit lets it through.
-    check_accuracy_gate([fine, bad], 0.95, 5.0)
+    assert "\n" not in message and "tflite-fp32" not in message
+    assert message.startswith("tflite-int8 (model-int8.tflite) fails the accuracy gate: ")
+    assert "20 turned wrong, 0 turned right" in message and "collapsed class cat" in message
+    assert "Nothing was written" in message
+    with pytest.raises(AccuracyGateError) as caught:
+        check_accuracy_gate([bad], GateOptions(), writes=False)
+    assert "Nothing was written" not in str(caught.value)
+    # --allow-accuracy-drop: no error, the failures come back for the warning.
+    allowed = check_accuracy_gate([fine, bad], GateOptions(allow_accuracy_drop=True), writes=True)
+    assert [d.key for d in allowed] == ["tflite-int8"]
 
 
 @pytest.fixture(scope="module")
@@ -89,13 +97,21 @@ def test_verify_runs_every_artifact_through_the_runtime(
     capsys.readouterr()
     assert main(["verify", str(bundle), "--data", str(run), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
+    # Each artifact on the held-out split, then the device's smoke test of each on samples/
+    # (which loads the bundle and names the artifact).
     assert loaded == [
         "model-fp32.tflite:litert",
         "model-int8.tflite:litert",
         "model-fp32.onnx:onnxruntime",
-    ]
+    ] + [f"{bundle.name}:{backend}" for backend in ("litert", "litert", "onnxruntime")]
     assert result["reference"] == "keras float model"
-    assert result["images"] == 60 and result["failure"] is None
+    assert result["images"] == 120 and result["failure"] is None
+    assert [s["artifact"] for s in result["smoke"]] == [
+        "model-fp32.tflite",
+        "model-int8.tflite",
+        "model-fp32.onnx",
+    ]
+    assert all(s["passed"] and s["samples"] == 6 for s in result["smoke"])
     rows = {row["file"]: row for row in result["artifacts"]}
     assert [row["artifact"] for row in result["artifacts"]] == [
         "tflite-fp32",
@@ -104,9 +120,13 @@ def test_verify_runs_every_artifact_through_the_runtime(
     ]
     assert rows["model-fp32.tflite"]["agreement_with_float"] == 1.0
     assert rows["model-fp32.tflite"]["max_abs_diff"] < 1e-4
-    # Same data, same runtime: the figures recorded at export come back.
+    # Same data, same runtime: the figures recorded at export come back, and so does the gate.
+    with load_bundle(bundle) as loaded_bundle:
+        recorded = loaded_bundle.manifest.training.details["export"]["artifacts"]
     for row in rows.values():
         assert row["accuracy"] == pytest.approx(row["recorded_accuracy"], abs=1e-6)
+        assert row["gate"]["decision"] == "pass"
+        assert row["gate"] == recorded[row["artifact"]]["gate"]
 
 
 @pytest.mark.tensorflow
@@ -119,11 +139,13 @@ def test_verify_on_a_class_folder_dataset_uses_the_fp32_artifact_as_reference(
     code = main(["verify", str(bundle), "--data", str(data), "--artifact", "model-int8.tflite"])
     out = capsys.readouterr().out
     assert code == 0
-    assert out.splitlines()[0] == f"150 images: all images of {data.resolve()}"
+    assert out.splitlines()[0] == f"270 images: all images of {data.resolve()}"
     assert "reference: model-fp32.tflite" in out
     assert [line.split()[:2] for line in out.splitlines()[3:]] == [
-        ["tflite-int8", "model-int8.tflite"]
+        ["tflite-int8", "model-int8.tflite"],
+        ["smoke", "test:"],
     ]
+    assert out.splitlines()[-1].endswith("model-int8.tflite on litert: all 6 samples right")
 
     stray = tmp_path / "data"
     shutil.copytree(data / "red", stray / "red")
@@ -170,5 +192,38 @@ def test_verify_bad_input_and_failing_artifacts(
     assert "model-int8.tflite" in captured.out
     err = captured.err.strip()
     assert len(err.splitlines()) == 1
-    assert err.startswith("edge-export: error: tflite-int8 (model-int8.tflite) loses")
-    assert "--max-accuracy-drop" in err
+    assert err.startswith(
+        "edge-export: error: tflite-int8 (model-int8.tflite) fails the accuracy gate: "
+    )
+    assert "turned wrong" in err and "p=" in err and "--max-accuracy-drop 1 points" in err
+    assert "Nothing was written" not in err
+    # The same options as export: --allow-accuracy-drop lets verify pass such a bundle, saying so.
+    assert main(["verify", str(weak), "--data", str(run), "--quiet", "--allow-accuracy-drop"]) == 0
+    err = capsys.readouterr().err
+    assert "fails the accuracy gate" in err and "(allowed by --allow-accuracy-drop)" in err
+    # Loosening the drop limit and the agreement floor still leaves its collapsed classes.
+    loose = ["--max-accuracy-drop", "100", "--min-agreement", "0"]
+    assert main(["verify", str(weak), "--data", str(run), "--quiet", *loose]) == 1
+    err = capsys.readouterr().err
+    assert "fails the accuracy gate: collapsed class" in err and "significant drop" not in err
+    assert main(["verify", str(weak), "--data", str(run), "--gate-confidence", "2"]) == 1
+    assert "--gate-confidence must be at least 0.5" in capsys.readouterr().err
+
+
+@pytest.mark.tensorflow
+def test_verify_fails_a_bundle_whose_samples_the_device_would_refuse(
+    exported: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, bundle = exported
+    broken = tmp_path / "broken"
+    shutil.copytree(bundle, broken)
+    manifest = json.loads((broken / "manifest.json").read_text())
+    first = manifest["samples"][0]
+    first["label"] = "green" if first["label"] != "green" else "red"
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    capsys.readouterr()
+    assert main(["verify", str(broken), "--quiet", "--artifact", "model-fp32.onnx"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "model-fp32.onnx on onnxruntime: 5 of 6 samples right; wrong: " in err
+    assert err.endswith("a device would refuse this bundle after installing it")

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from exporter.commands.common import GATE_HELP, add_gate_arguments, gate_options
+
 EXAMPLE = """\
 example:
   edge-export export runs/signs --out bundles/signs --name traffic-signs --version 3
@@ -16,8 +18,8 @@ example:
 
 formats: tflite-fp32, tflite-fp16, tflite-dynamic, tflite-int8 (uint8 in/out, full integer),
          onnx-fp32, onnx-int8 (QDQ, float in/out). Default: all six.
-Each artifact runs through the device runtime on the run's held-out split; the export stops and
-writes nothing when one loses more than --max-accuracy-drop points of top-1 against float.
+Each artifact runs through the device runtime on the run's held-out split and must pass the
+accuracy gate against the float Keras model; when one fails, the export stops and writes nothing.
 """
 
 
@@ -27,7 +29,7 @@ def register(subparsers: Any) -> None:
         help="quantize, export TFLite/ONNX, verify every artifact and write a model bundle",
         description="Convert the model of a training run directory to TFLite and ONNX, verify "
         "each file through the device runtime, and write a model bundle.",
-        epilog=EXAMPLE,
+        epilog=EXAMPLE + "\n" + GATE_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by train")
@@ -53,17 +55,8 @@ def register(subparsers: Any) -> None:
         metavar="N",
         help="training images (stratified by class) that calibrate int8 (default 100)",
     )
-    parser.add_argument(
-        "--max-accuracy-drop",
-        type=float,
-        default=1.0,
-        metavar="POINTS",
-        help="most top-1 points an artifact may lose against float (default 1.0)",
-    )
-    parser.add_argument(
-        "--allow-accuracy-drop",
-        action="store_true",
-        help="bundle artifacts that exceed --max-accuracy-drop (with a warning)",
+    add_gate_arguments(
+        parser, allow_help="bundle artifacts that fail the accuracy gate anyway (with a warning)"
     )
     parser.add_argument(
         "--threshold",
@@ -106,14 +99,17 @@ def run(args: argparse.Namespace) -> int:
     from exporter.export.pipeline import ExportOptions, export_run, parse_formats
     from exporter.progress import Progress
 
+    gate = gate_options(args)
     options = ExportOptions(
         out=Path(args.out),
         name=args.name,
         version=check_version(args.bundle_version),
         formats=parse_formats(args.formats),
         calibration_images=args.calibration_images,
-        max_accuracy_drop=args.max_accuracy_drop,
-        allow_accuracy_drop=args.allow_accuracy_drop,
+        max_accuracy_drop=gate.max_accuracy_drop,
+        allow_accuracy_drop=gate.allow_accuracy_drop,
+        gate_confidence=gate.confidence,
+        min_agreement=gate.min_agreement,
         force=args.force,
         tar=args.tar,
         threshold=args.threshold,
@@ -135,6 +131,8 @@ def run(args: argparse.Namespace) -> int:
                     "held_out": {"split": result.held_out, "images": result.images},
                     "float_accuracy": result.float_accuracy,
                     "artifacts": rows,
+                    "gate_allowed": [d.name for d in result.allowed],
+                    "warnings": result.warnings,
                 },
                 indent=2,
             )
@@ -165,8 +163,9 @@ def _percent(value: float | None) -> str:
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    """The summary table: artifact, size, top-1, agreement with float, max score diff, latency."""
-    header = ("artifact", "file", "size", "top-1", "agreement", "max diff", "latency")
+    """The summary table: artifact, size, top-1, agreement with float, max score diff, latency
+    and the accuracy gate's decision."""
+    header = ("artifact", "file", "size", "top-1", "agreement", "max diff", "latency", "gate")
     lines = [header]
     for row in rows:
         diff = row.get("max_abs_diff")
@@ -179,6 +178,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
                 _percent(row.get("agreement_with_float")),
                 "-" if diff is None else f"{diff:.1e}",
                 f"{row['latency_ms']:.2f} ms",
+                (row.get("gate") or {}).get("decision", "-"),
             )
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]

@@ -13,8 +13,9 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -30,9 +31,24 @@ from exporter.bundle import (
 )
 from exporter.dataset import load_images
 from exporter.errors import ExportError
+from exporter.export.gate import (
+    DEFAULT_GATE_CONFIDENCE,
+    DEFAULT_MAX_ACCURACY_DROP,
+    DEFAULT_MIN_AGREEMENT,
+    GateDecision,
+    GateOptions,
+    gate_message,
+)
 from exporter.export.metadata import ModelFacts
+from exporter.export.reference import float_probabilities, load_keras_model
 from exporter.export.rundir import RunDirectory, load_run_directory
-from exporter.export.verify import ArtifactReport, Scores, check_accuracy_gate, verify_artifact
+from exporter.export.verify import (
+    ArtifactReport,
+    Scores,
+    check_accuracy_gate,
+    gate_warnings,
+    verify_artifact,
+)
 from exporter.progress import QUIET, Progress
 from exporter.quantize import calibration_paths
 
@@ -62,7 +78,6 @@ FORMATS: dict[str, ExportFormat] = {
 }
 DEFAULT_FORMATS = tuple(FORMATS)
 DEFAULT_CALIBRATION_IMAGES = 100
-DEFAULT_MAX_ACCURACY_DROP = 1.0
 DEFAULT_THRESHOLD = 0.5
 
 
@@ -82,7 +97,10 @@ def parse_formats(text: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(key for key in FORMATS if key in items)
 
 
-def _timed(say: Progress, label: str, action: Callable[[], Any]) -> Any:
+T = TypeVar("T")
+
+
+def _timed(say: Progress, label: str, action: Callable[[], T]) -> T:
     """Run ``action`` announced as a stage, then note how long it took."""
     say.stage(label)
     start = time.perf_counter()
@@ -102,6 +120,8 @@ class ExportOptions:
     calibration_images: int = DEFAULT_CALIBRATION_IMAGES
     max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP
     allow_accuracy_drop: bool = False
+    gate_confidence: float = DEFAULT_GATE_CONFIDENCE
+    min_agreement: float = DEFAULT_MIN_AGREEMENT
     force: bool = False
     tar: bool = False
     threshold: float = DEFAULT_THRESHOLD
@@ -110,6 +130,16 @@ class ExportOptions:
     opset: int = 17
     threads: int = 0
     seed: int = 0
+
+    @property
+    def gate(self) -> GateOptions:
+        """The accuracy gate's settings."""
+        return GateOptions(
+            max_accuracy_drop=self.max_accuracy_drop,
+            confidence=self.gate_confidence,
+            min_agreement=self.min_agreement,
+            allow_accuracy_drop=self.allow_accuracy_drop,
+        )
 
 
 @dataclass
@@ -123,6 +153,10 @@ class ExportResult:
     images: int
     reports: list[ArtifactReport] = field(default_factory=list)
     artifacts: list[BundledArtifact] = field(default_factory=list)
+    #: gate failures bundled anyway under --allow-accuracy-drop
+    allowed: list[GateDecision] = field(default_factory=list)
+    #: what the gate could not tell (too few images, a drop too small to be significant)
+    warnings: list[str] = field(default_factory=list)
 
     def rows(self) -> list[dict[str, Any]]:
         """One summary row per artifact (for the table and ``--json``)."""
@@ -138,6 +172,7 @@ class ExportResult:
                     "agreement_with_float": report.agreement_with_float,
                     "max_abs_diff": report.max_abs_diff,
                     "latency_ms": report.latency_ms,
+                    "gate": report.gate.to_json() if report.gate is not None else None,
                 }
             )
         return rows
@@ -155,8 +190,7 @@ def check_options(options: ExportOptions) -> ExportOptions:
         raise ExportError(
             f"--calibration-images must be at least 1, got {options.calibration_images}"
         )
-    if not options.max_accuracy_drop >= 0:
-        raise ExportError(f"--max-accuracy-drop must be >= 0, got {options.max_accuracy_drop}")
+    options.gate.check()
     if not 0.0 <= options.threshold <= 1.0:
         raise ExportError(f"--threshold must be between 0 and 1, got {options.threshold}")
     if options.samples_per_class < 0:
@@ -169,39 +203,6 @@ def check_options(options: ExportOptions) -> ExportOptions:
     return replace(options, version=check_version(options.version), formats=formats)
 
 
-def load_keras_model(run: RunDirectory) -> Any:
-    """The run's Keras model, checked against its labels and input size.
-
-    Raises:
-        ExportError: it cannot be loaded or does not fit the run's labels or input size.
-    """
-    import keras
-
-    try:
-        model = keras.saving.load_model(run.model_path)
-    except Exception as exc:  # Keras raises many kinds for a bad file
-        raise ExportError(f"cannot load {run.model_path}: {exc}") from exc
-    outputs = model.outputs[0].shape[-1]
-    if outputs != len(run.labels):
-        raise ExportError(
-            f"{run.model_path} outputs {outputs} scores but labels.txt has {len(run.labels)} labels"
-        )
-    shape = tuple(model.inputs[0].shape[1:])
-    if shape != (run.height, run.width, 3):
-        raise ExportError(
-            f"{run.model_path} takes input {shape} but run.json says input_size "
-            f"[{run.height}, {run.width}]"
-        )
-    return model
-
-
-def float_probabilities(model: Any, images: np.ndarray) -> np.ndarray:
-    """The Keras model's probabilities on prepared uint8 images (fed as float32 pixels 0..255)."""
-    return np.asarray(
-        model.predict(images.astype(np.float32), batch_size=32, verbose=0), dtype=np.float32
-    )
-
-
 def export_run(
     run_dir: str | Path, options: ExportOptions, progress: Progress | None = None
 ) -> ExportResult:
@@ -209,8 +210,8 @@ def export_run(
 
     Raises:
         ExportError: bad options or run directory, a conversion failed, or the bundle cannot be
-            written. AccuracyGateError (an ExportError): an artifact lost more top-1 than allowed.
-            In every case nothing is written.
+            written. AccuracyGateError (an ExportError): an artifact failed the accuracy gate
+            (and ``allow_accuracy_drop`` is off). In every case nothing is written.
     """
     say = progress or QUIET
     options = check_options(options)
@@ -253,8 +254,8 @@ def export_run(
         labels=run.labels,
         height=run.height,
         width=run.width,
-        resize=run.resize,
-        interpolation=run.interpolation,
+        resize=run.input.resize,
+        interpolation=run.input.interpolation,
     )
     work = Path(tempfile.mkdtemp(prefix="edge-export-"))
     try:
@@ -265,46 +266,53 @@ def export_run(
             path = _timed(
                 say,
                 f"{step}: converting",
-                lambda fmt=fmt: _convert(fmt, model, facts, work, calibration, options.opset),
+                partial(_convert, fmt, model, facts, work, calibration, options.opset),
             )
             report = _timed(
                 say,
                 f"{step}: verifying on {len(items)} images through the runtime",
-                lambda fmt=fmt, path=path: verify_artifact(
-                    fmt.key, path, run.labels, images, truth, reference, options.threads
+                partial(
+                    verify_artifact,
+                    fmt.key,
+                    path,
+                    run.labels,
+                    images,
+                    truth,
+                    reference,
+                    options.threads,
+                    options.gate,
                 ),
             )
+            assert report.gate is not None  # there is a float reference
             say.note(
-                f"{step}: {path.stat().st_size / 1e6:.2f} MB, top-1 {report.accuracy:.1%}, "
-                f"agreement {report.agreement_with_float:.1%}, {report.latency_ms:.2f} ms"
+                f"{step}: {path.stat().st_size / 1e6:.2f} MB, {report.gate.summary()}, "
+                f"{report.latency_ms:.2f} ms: gate {report.gate.decision}"
             )
             reports.append(report)
             artifacts.append(_bundled(fmt, path, len(run.labels), report))
 
-        if options.allow_accuracy_drop:
-            try:
-                check_accuracy_gate(reports, float_scores.accuracy, options.max_accuracy_drop)
-            except ExportError as exc:
-                say.stage(f"warning (allowed by --allow-accuracy-drop): {exc}")
-        else:
-            check_accuracy_gate(reports, float_scores.accuracy, options.max_accuracy_drop)
+        allowed = check_accuracy_gate(reports, options.gate, writes=True)
+        warnings = gate_warnings(reports)
+        for warning in warnings:
+            say.warn(warning)
 
-        samples = choose_samples(items, run.labels, options.samples_per_class, options.seed)
+        samples = choose_samples(
+            items,
+            run.labels,
+            options.samples_per_class,
+            options.seed,
+            margins=sample_margins(truth, [r.probabilities for r in reports]),
+        )
         manifest = build_manifest(
             name=options.name,
             version=options.version,
             labels=run.labels,
-            input_description={
-                "height": run.height,
-                "width": run.width,
-                "color": "RGB",
-                "resize": run.resize,
-                "interpolation": run.interpolation,
-            },
+            input_description=run.input.model_dump(),
             artifacts=artifacts,
             training=_training(
-                run, options, held_out, len(items), float_scores, reports, calibration_count
-            ),
+                run, options, held_out, len(items), float_scores, reports, calibration_count,
+                warnings,
+            ),  # fmt: skip
             threshold=options.threshold,
             profiles=options.profiles,
             samples=samples,
@@ -318,6 +326,8 @@ def export_run(
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if allowed:
+        say.warn(gate_message(allowed, "bundled"))
     return ExportResult(
         bundle=bundle,
         tar_path=tar_path,
@@ -326,7 +336,29 @@ def export_run(
         images=len(items),
         reports=reports,
         artifacts=artifacts,
+        allowed=allowed,
+        warnings=warnings,
     )
+
+
+def sample_margins(truth: np.ndarray, probabilities: Sequence[np.ndarray | None]) -> np.ndarray:
+    """Per held-out image, the smallest margin by which any artifact put the true class ahead
+    of the next best one (negative: some artifact got it wrong).
+
+    The bundle's ``samples/`` are the device's smoke test: they must be images every artifact
+    gets right with room to spare, so that int8 kernels that round differently on another CPU
+    cannot flip one and refuse a good bundle.
+    """
+    margins = np.full(len(truth), np.inf)
+    rows = np.arange(len(truth))
+    for scores in probabilities:
+        if scores is None:
+            continue
+        true_scores = scores[rows, truth]
+        others = scores.copy()
+        others[rows, truth] = -np.inf
+        margins = np.minimum(margins, true_scores - others.max(axis=1))
+    return margins
 
 
 def _convert(
@@ -388,39 +420,43 @@ def _training(
     float_scores: Scores,
     reports: Sequence[ArtifactReport],
     calibration_count: int,
+    warnings: Sequence[str],
 ) -> dict[str, Any]:
     info = run.run
-    validation = info.get("validation_accuracy")
-    settings = (
-        "input_size",
-        "resize",
-        "interpolation",
-        "fine_tune_layers",
-        "batch_size",
-        "learning_rate",
-        "seed",
-        "group_pattern",
-        "test_accuracy",
-        "created",
-        "versions",
-    )
-    details: dict[str, Any] = {key: info[key] for key in settings if key in info}
+    details: dict[str, Any] = {
+        "input_size": [info.input.height, info.input.width],
+        "resize": info.input.resize,
+        "interpolation": info.input.interpolation,
+        "fine_tune_layers": info.fine_tune_layers,
+        "batch_size": info.batch_size,
+        "learning_rate": info.learning_rate,
+        "seed": info.seed,
+        "group_pattern": info.group_pattern,
+        "test_accuracy": info.test_accuracy,
+        "created": info.created,
+        "versions": info.versions,
+    }
     details["export"] = {
         "verified_on": f"{held_out} split, {count} images",
         "float_accuracy": round(float_scores.accuracy, 6),
         "calibration_images": calibration_count,
         "max_accuracy_drop_points": options.max_accuracy_drop,
         "allow_accuracy_drop": options.allow_accuracy_drop,
+        "gate": {
+            **options.gate.to_json(),
+            "test": "one-sided exact McNemar (binomial) test on the discordant images (right "
+            "in exactly one of float and the artifact); Bonferroni over classes for collapse",
+            "decisions": {r.key: r.gate.decision for r in reports if r.gate is not None},
+            "warnings": list(warnings),
+        },
         "onnx_opset": options.opset,
         "artifacts": {r.key: r.details() for r in reports},
     }
     return {
-        "architecture": str(info.get("arch", "unknown")),
-        "weights": str(info.get("weights", "unknown")),
-        "dataset_fingerprint": str(info.get("dataset_fingerprint", "")),
-        "epochs": int(info.get("epochs", 0) or 0),
-        "validation_accuracy": (
-            float(validation) if isinstance(validation, (int, float)) else None
-        ),
+        "architecture": info.arch,
+        "weights": info.weights,
+        "dataset_fingerprint": info.dataset_fingerprint,
+        "epochs": info.epochs,
+        "validation_accuracy": info.validation_accuracy,
         "details": details,
     }

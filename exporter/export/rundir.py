@@ -1,7 +1,8 @@
 """Reading a training run directory: ``model.keras``, ``labels.txt``, ``run.json``, ``splits.json``.
 
 The training stage writes it; export reads it. Every precondition is checked here, before any slow
-work, with one clear message per problem.
+work, with one clear message per problem. ``run.json`` is read through its schema
+(:mod:`exporter.runinfo`).
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge_runtime.bundle import InputDescription
+from edge_runtime.errors import ModelError
 from edge_runtime.labels import read_labels
 from edge_runtime.preprocess import PreprocessSpec
 from exporter.errors import ExportError
+from exporter.runinfo import RunInfo, parse_run_info
 
 MODEL_NAME = "model.keras"
 RUN_NAME = "run.json"
@@ -27,7 +31,7 @@ class RunDirectory:
 
     path: Path
     labels: tuple[str, ...]
-    run: dict[str, Any]
+    run: RunInfo
     splits: dict[str, Any]
 
     @property
@@ -35,33 +39,25 @@ class RunDirectory:
         return self.path / MODEL_NAME
 
     @property
+    def input(self) -> InputDescription:
+        """The model input as the bundle manifest describes it."""
+        return self.run.input
+
+    @property
     def height(self) -> int:
-        return int(self.run["input_size"][0])
+        return self.run.input.height
 
     @property
     def width(self) -> int:
-        return int(self.run["input_size"][1])
-
-    @property
-    def resize(self) -> str:
-        return str(self.run.get("resize", "squash"))
-
-    @property
-    def interpolation(self) -> str:
-        return str(self.run.get("interpolation", "area"))
+        return self.run.input.width
 
     def preprocess_spec(self) -> PreprocessSpec:
         """The device's preprocessing for this model's input."""
-        return PreprocessSpec(
-            height=self.height,
-            width=self.width,
-            resize=self.resize,  # type: ignore[arg-type]
-            interpolation=self.interpolation,  # type: ignore[arg-type]
-        )
+        return self.run.input.preprocess_spec()
 
     @property
     def data_root(self) -> Path:
-        return Path(self.splits.get("root") or self.run.get("data") or "")
+        return Path(self.splits.get("root") or self.run.data or "")
 
     def split(self, name: str) -> list[tuple[Path, str]]:
         """The ``(absolute image path, label)`` pairs of split ``train``, ``val`` or ``test``."""
@@ -83,16 +79,13 @@ class RunDirectory:
         )
 
 
-def _read_json(path: Path, what: str) -> dict[str, Any]:
+def _read_json(path: Path, what: str) -> Any:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ExportError(f"{path.parent} has no {path.name}: {what}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ExportError(f"cannot read {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ExportError(f"{path} must hold a JSON object")
-    return data
 
 
 def load_run_directory(path: str | Path) -> RunDirectory:
@@ -112,22 +105,19 @@ def load_run_directory(path: str | Path) -> RunDirectory:
         )
     try:
         labels = read_labels(root / LABELS_NAME)
-    except Exception as exc:  # ModelError from the runtime's label reader
+    except ModelError as exc:
         raise ExportError(f"run directory {root}: {exc}") from exc
-    run = _read_json(root / RUN_NAME, "it records the input size and preprocessing")
+    run = parse_run_info(
+        _read_json(root / RUN_NAME, "it records the input size and preprocessing"),
+        str(root / RUN_NAME),
+    )
     splits = _read_json(root / SPLITS_NAME, "it names the held-out images to verify on")
-
-    size = run.get("input_size")
-    if (
-        not isinstance(size, list)
-        or len(size) != 2
-        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)
-    ):
-        raise ExportError(f"{root / RUN_NAME}: input_size must be [height, width], got {size!r}")
-    if "labels" in run and list(run["labels"]) != labels:
+    if not isinstance(splits, dict):
+        raise ExportError(f"{root / SPLITS_NAME} must hold a JSON object")
+    if list(run.labels) != labels:
         raise ExportError(
             f"{root}: labels.txt ({len(labels)} labels) does not match run.json's labels "
-            f"({len(run['labels'])}); the run directory is inconsistent"
+            f"({len(run.labels)}); the run directory is inconsistent"
         )
     for name in ("train", "val", "test"):
         items = splits.get(name, [])
@@ -138,9 +128,4 @@ def load_run_directory(path: str | Path) -> RunDirectory:
                 f"{root / SPLITS_NAME}: '{name}' must be a list of [relative path, label] pairs "
                 "with known labels"
             )
-    directory = RunDirectory(path=root, labels=tuple(labels), run=run, splits=splits)
-    try:
-        directory.preprocess_spec()
-    except Exception as exc:  # PreprocessError: unknown resize mode or interpolation
-        raise ExportError(f"{root / RUN_NAME}: {exc}") from exc
-    return directory
+    return RunDirectory(path=root, labels=tuple(labels), run=run, splits=splits)

@@ -3,8 +3,9 @@
 Artifacts run through ``edge_runtime.model.load_model``, the same loading, preprocessing and
 backends (LiteRT, ONNX Runtime) the device uses, on held-out images prepared by
 ``edge_runtime.preprocess``. Measured per artifact: top-1 accuracy, agreement of top-1 with the
-float Keras model, the largest score difference, per-class accuracy change and median latency.
-The accuracy gate compares each artifact's top-1 with the float model's.
+float model, the largest score difference, per-class accuracy change and median latency; the
+accuracy gate (:mod:`exporter.export.gate`) judges the artifact image by image against float. A
+bundle's ``samples/`` also go through the device's own smoke test (:mod:`edge_runtime.smoke`).
 """
 
 from __future__ import annotations
@@ -13,11 +14,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from exporter.errors import AccuracyGateError
+from exporter.errors import AccuracyGateError, ExportError
+from exporter.export.gate import GateDecision, GateOptions, Outcome, gate_message, judge
+from exporter.progress import QUIET, Progress
+
+if TYPE_CHECKING:
+    from edge_runtime.smoke import SmokeResult
 
 #: fewest timed inferences behind a latency figure
 MIN_LATENCY_RUNS = 20
@@ -46,7 +52,7 @@ class Scores:
 
 @dataclass
 class ArtifactReport:
-    """What verification measured for one artifact."""
+    """What verification measured for one artifact (``gate`` when there was a float reference)."""
 
     key: str
     path: Path
@@ -54,13 +60,11 @@ class ArtifactReport:
     accuracy: float
     per_class: dict[str, float]
     latency_ms: float
+    probabilities: np.ndarray | None = None
     agreement_with_float: float | None = None
     max_abs_diff: float | None = None
     per_class_change: dict[str, float] = field(default_factory=dict)  # points vs float
-
-    def drop_points(self, reference_accuracy: float) -> float:
-        """How many points of top-1 this artifact loses against the reference."""
-        return (reference_accuracy - self.accuracy) * 100.0
+    gate: GateDecision | None = None
 
     def worst_classes(self, count: int = 3) -> list[tuple[str, float]]:
         """The classes that lost most against float, as (label, change in points)."""
@@ -68,7 +72,7 @@ class ArtifactReport:
         return [(label, change) for label, change in ranked[:count] if change < 0]
 
     def details(self) -> dict[str, Any]:
-        """JSON-ready details beyond the manifest's artifact fields."""
+        """JSON-ready details beyond the manifest's artifact fields (the gate's decision too)."""
         return {
             "images": self.count,
             "accuracy": round(self.accuracy, 6),
@@ -78,6 +82,7 @@ class ArtifactReport:
             "per_class_accuracy_change_points": {
                 k: round(v, 3) for k, v in self.per_class_change.items()
             },
+            "gate": self.gate.to_json() if self.gate is not None else None,
         }
 
 
@@ -97,8 +102,7 @@ def run_artifact(
     from edge_runtime.backends import BackendOptions
     from edge_runtime.model import load_model
 
-    model = load_model(path, labels=list(labels), options=BackendOptions(threads=threads))
-    try:
+    with load_model(path, labels=list(labels), options=BackendOptions(threads=threads)) as model:
         # prepare() reuses one buffer per model: keep a copy of each tensor.
         tensors = [np.array(model.prepare(image), copy=True) for image in images]
         probabilities = np.stack(
@@ -111,10 +115,6 @@ def run_artifact(
             start = time.perf_counter()
             model.infer(tensor)
             times.append((time.perf_counter() - start) * 1000.0)
-    finally:
-        close = getattr(model, "close", None)
-        if close is not None:
-            close()
     return probabilities, float(np.median(times))
 
 
@@ -126,14 +126,29 @@ def verify_artifact(
     truth: np.ndarray,
     reference: np.ndarray | None = None,
     threads: int = 0,
+    gate: GateOptions | None = None,
 ) -> ArtifactReport:
-    """Run one artifact on the held-out images and compare it with the float ``reference``
-    probabilities (when given).
+    """Run one artifact on the held-out images and, when the float ``reference`` probabilities
+    are given, compare with them and judge the artifact with the accuracy gate.
 
     Raises:
         EdgeRuntimeError: the runtime cannot load or run the model.
     """
     probabilities, latency = run_artifact(path, labels, images, threads)
+    return compare(key, path, labels, probabilities, latency, truth, reference, gate)
+
+
+def compare(
+    key: str,
+    path: Path,
+    labels: Sequence[str],
+    probabilities: np.ndarray,
+    latency_ms: float,
+    truth: np.ndarray,
+    reference: np.ndarray | None = None,
+    gate: GateOptions | None = None,
+) -> ArtifactReport:
+    """The report of an artifact's probabilities, against the float ``reference`` when given."""
     scores = Scores.of(probabilities, truth, labels)
     report = ArtifactReport(
         key=key,
@@ -141,7 +156,8 @@ def verify_artifact(
         count=len(truth),
         accuracy=scores.accuracy,
         per_class=scores.per_class,
-        latency_ms=latency,
+        latency_ms=latency_ms,
+        probabilities=probabilities,
     )
     if reference is not None:
         ref = Scores.of(reference, truth, labels)
@@ -151,35 +167,50 @@ def verify_artifact(
             label: (scores.per_class[label] - ref.per_class[label]) * 100.0
             for label in ref.per_class
         }
+        report.gate = judge(
+            key,
+            path.name,
+            scores.predictions,
+            ref.predictions,
+            truth,
+            labels,
+            gate or GateOptions(),
+        )
     return report
 
 
+def gate_failures(reports: Sequence[ArtifactReport]) -> list[GateDecision]:
+    """The gate decisions of the artifacts that failed."""
+    return [r.gate for r in reports if r.gate is not None and not r.gate.passed]
+
+
 def check_accuracy_gate(
-    reports: Sequence[ArtifactReport], float_accuracy: float, max_drop_points: float
-) -> None:
-    """Raise when any artifact loses more than ``max_drop_points`` of top-1 against float.
+    reports: Sequence[ArtifactReport], options: GateOptions, *, writes: bool
+) -> list[GateDecision]:
+    """Raise unless every artifact passed the gate, or ``--allow-accuracy-drop`` lets the failures
+    through; returns those failures (empty when all passed).
+
+    ``writes``: the caller is ``export`` (the message says nothing was written) rather than
+    ``verify``.
 
     Raises:
-        AccuracyGateError: one line naming each failing artifact, its drop and its worst classes.
+        AccuracyGateError: one line naming each failing artifact, why, and its statistics.
     """
-    failures = []
-    for report in reports:
-        drop = report.drop_points(float_accuracy)
-        if drop > max_drop_points + 1e-9:
-            worst = ", ".join(f"{label} {change:+.1f}" for label, change in report.worst_classes())
-            failures.append(
-                f"{report.key} ({report.path.name}) loses {drop:.1f} points of top-1 "
-                f"(float {float_accuracy:.1%}, {report.key} {report.accuracy:.1%}"
-                + (f"; worst classes: {worst}" if worst else "")
-                + ")"
-            )
-    if failures:
-        raise AccuracyGateError(
-            "; ".join(failures)
-            + f". The limit is {max_drop_points:g} points: nothing was written. Use more or more "
-            "representative --calibration-images, drop that format from --formats, raise "
-            "--max-accuracy-drop, or pass --allow-accuracy-drop to bundle it anyway."
-        )
+    failures = gate_failures(reports)
+    if failures and not options.allow_accuracy_drop:
+        outcome: Outcome = "refused" if writes else "checked"
+        raise AccuracyGateError(gate_message(failures, outcome))
+    return failures
+
+
+def gate_warnings(reports: Sequence[ArtifactReport]) -> list[str]:
+    """``artifact: warning`` for every decision the gate could not make with confidence."""
+    return [
+        f"{r.gate.name}: {warning}"
+        for r in reports
+        if r.gate is not None
+        for warning in r.gate.warnings
+    ]
 
 
 @dataclass
@@ -193,6 +224,7 @@ class BundleVerification:
     reports: list[ArtifactReport]
     recorded: dict[str, float | None]
     sizes: dict[str, int] = field(default_factory=dict)
+    smoke: list[SmokeResult] = field(default_factory=list)
 
     def rows(self) -> list[dict[str, Any]]:
         return [
@@ -205,15 +237,18 @@ class BundleVerification:
                 "agreement_with_float": r.agreement_with_float,
                 "max_abs_diff": r.max_abs_diff,
                 "latency_ms": r.latency_ms,
+                "gate": r.gate.to_json() if r.gate is not None else None,
             }
             for r in self.reports
         ]
+
+    def smoke_failures(self) -> list[SmokeResult]:
+        return [s for s in self.smoke if not s.passed]
 
 
 def _labelled_images(data: Path, labels: Sequence[str]) -> tuple[str, list[tuple[Path, str]]]:
     """``(description, items)`` of a run directory's held-out split or a class-folder dataset."""
     from exporter.dataset import scan_dataset
-    from exporter.errors import ExportError
     from exporter.export.rundir import SPLITS_NAME, load_run_directory
 
     if (data / SPLITS_NAME).is_file():
@@ -236,20 +271,41 @@ def _labelled_images(data: Path, labels: Sequence[str]) -> tuple[str, list[tuple
     return f"{where} {data}", [(scanned.root / s.path, s.label) for s in samples]
 
 
+def _smoke_tests(bundle: Any, chosen: Sequence[Any], threads: int, say: Progress) -> list[Any]:
+    """The device's smoke test (samples/) of each chosen artifact."""
+    from edge_runtime.backends import BackendOptions
+    from edge_runtime.smoke import smoke_test
+
+    if not bundle.manifest.samples:
+        return []
+    results = []
+    for item in chosen:
+        say.stage(
+            f"smoke test of {item.path} on the bundle's {len(bundle.manifest.samples)} samples"
+        )
+        results.append(
+            smoke_test(bundle.root, artifact=item.path, options=BackendOptions(threads=threads))
+        )
+    return results
+
+
 def verify_bundle(
     bundle_path: str | Path,
     data: str | Path | None,
     *,
     artifacts: Sequence[str] = (),
     threads: int = 0,
-    progress: Any = None,
+    gate: GateOptions | None = None,
+    progress: Progress | None = None,
 ) -> BundleVerification:
-    """Run a bundle's artifacts on labelled images through the device runtime.
+    """Run a bundle's artifacts on labelled images through the device runtime, judge each with
+    the accuracy gate, and run the device's smoke test on the bundle's samples.
 
     ``data`` is a run directory (its held-out split is used, and the Keras model in it is the
     float reference), a class-per-folder dataset (its ``test`` split when it has split folders,
     else every image), or None for the bundle's own ``samples/``; without a run directory the
-    bundle's fp32 artifact is the reference when it has one.
+    bundle's fp32 artifact is the reference when it has one. The gate's decisions are in the
+    reports; this function does not raise for them (see :func:`check_accuracy_gate`).
 
     Raises:
         ExportError: the bundle, the data or the labels do not fit.
@@ -257,10 +313,9 @@ def verify_bundle(
     """
     from edge_runtime.bundle import load_bundle
     from exporter.dataset import load_images
-    from exporter.errors import ExportError
-    from exporter.progress import QUIET
 
     say = progress or QUIET
+    options = (gate or GateOptions()).check()
     with load_bundle(bundle_path) as bundle:
         manifest = bundle.manifest
         labels = list(manifest.labels)
@@ -294,7 +349,7 @@ def verify_bundle(
         reference = None
         reference_name = None
         if (data_path / "model.keras").is_file() and (data_path / "splits.json").is_file():
-            from exporter.export.pipeline import float_probabilities, load_keras_model
+            from exporter.export.reference import float_probabilities, load_keras_model
             from exporter.export.rundir import load_run_directory
 
             say.stage("running the float Keras model of the run")
@@ -325,8 +380,10 @@ def verify_bundle(
                     truth,
                     reference,
                     threads,
+                    options,
                 )
             )
+        smoke = _smoke_tests(bundle, chosen, threads, say)
         recorded = {a.path: a.accuracy for a in manifest.artifacts}
         sizes = {a.path: a.bytes for a in manifest.artifacts}
     return BundleVerification(
@@ -339,4 +396,5 @@ def verify_bundle(
         reports=reports,
         recorded=recorded,
         sizes=sizes,
+        smoke=smoke,
     )

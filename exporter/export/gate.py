@@ -226,7 +226,7 @@ class GateDecision:
         worst = ", ".join(f"{c.label} {c.change_points:+.1f}" for c in self.worst_classes())
         return (
             f"top-1 {self.accuracy:.1%} vs float {self.float_accuracy:.1%} on {self.images} "
-            f"images (drop {self.drop_points:.1f} points); {self.lost} turned wrong, "
+            f"images; {self.lost} turned wrong, "
             f"{self.gained} turned right (one-sided exact McNemar p={_p_text(self.p_value)}); "
             f"agreement with float {self.agreement:.1%}"
             + (f"; worst classes: {worst}" if worst else "")

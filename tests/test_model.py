@@ -413,6 +413,9 @@ def test_tflite_float_and_int8_models(tiny_tflite_models: Any) -> None:
             # Normalization is inside the graph: the input is quantized in the pixel domain.
             assert model.input.scale > 0.25
             top1 = np.array([model.classify(img, 1)[0].index for img in images])
+            # 72 images of three well-separated colours: Keras's top-2 margin is above 0.99 on
+            # every one, while int8 scores differ from float by about one output step (1/256)
+            # on any CPU. Allowing 3 of 72 to disagree is slack no kernel's rounding can use up.
             assert (top1 == keras_top1).mean() >= 0.95
 
 

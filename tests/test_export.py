@@ -264,6 +264,30 @@ def test_int8_that_fails_the_gate_stops_the_export_and_writes_nothing(
     assert np.max(np.abs(scores - reference)) > 0.15  # the bound the good int8 model keeps
 
 
+def test_too_few_held_out_images_is_a_recorded_warning(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    small = tmp_path / "run"
+    shutil.copytree(run_dir, small)
+    splits = json.loads((small / "splits.json").read_text())
+    splits["test"] = splits["test"][:2] + splits["test"][-2:]  # four images: nothing to tell
+    (small / "splits.json").write_text(json.dumps(splits))
+    out = tmp_path / "colours"
+    capsys.readouterr()
+    code = main(["export", str(small), "--out", str(out), "--name", "colours", "--version", "1",
+                 "--formats", "tflite-int8", "--quiet", "--samples-per-class", "0"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0
+    assert "edge-export: warning: tflite-int8 (model-int8.tflite): 4 images" in err
+    assert "too few to tell anything" in err
+    with load_bundle(out) as loaded:
+        assert loaded.manifest.training is not None
+        export = loaded.manifest.training.details["export"]
+    (warning,) = export["gate"]["warnings"]
+    assert "too few to tell anything" in warning
+    assert export["artifacts"]["tflite-int8"]["gate"]["warnings"] == [warning.split(": ", 1)[1]]
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [

@@ -62,6 +62,7 @@ def test_mcnemar_and_the_fewest_significant_images() -> None:
     assert fewest_significant(0.05) == 5
     assert fewest_significant(0.01) == 7
     assert fewest_significant(0.05 / 14) == 9
+    assert fewest_significant(0.0625) == 5  # 0.5**4 is not below 0.0625
 
 
 def _signs(float_wrong_every: int = 6) -> tuple[np.ndarray, np.ndarray]:

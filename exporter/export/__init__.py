@@ -1,4 +1,5 @@
-"""Export stages: TFLite and ONNX conversion, metadata, verification, and the export pipeline.
+"""Export stages: TFLite and ONNX conversion, metadata, verification with its accuracy gate, and
+the export pipeline.
 
 Importing this package is cheap: TensorFlow, tf2onnx and ONNX Runtime are imported inside the
 functions that use them.

@@ -74,8 +74,17 @@ def mcnemar_p_value(lost: int, gained: int) -> float:
 
 def fewest_significant(alpha: float) -> int:
     """The fewest one-way discordant images (``lost`` with ``gained == 0``) that are significant
-    at level ``alpha``: the smallest k with 0.5**k < alpha (5 at the default 95% confidence)."""
-    return max(1, math.floor(math.log(alpha) / math.log(0.5)) + 1)
+    at level ``alpha``: the smallest k with 0.5**k < alpha (5 at the default 95% confidence).
+
+    Raises:
+        ValueError: ``alpha`` is not in (0, 1].
+    """
+    if not 0.0 < alpha <= 1.0:
+        raise ValueError(f"alpha must be in (0, 1], got {alpha}")
+    count = 1
+    while 0.5**count >= alpha:
+        count += 1
+    return count
 
 
 @dataclass(frozen=True)
@@ -150,7 +159,7 @@ class ClassChange:
             "artifact_correct": self.artifact_correct,
             "lost": self.lost,
             "gained": self.gained,
-            "p_value": _round(self.adjusted_p_value),
+            "p_value_adjusted": _round(self.adjusted_p_value),
             "collapsed": self.collapsed,
         }
 
@@ -317,7 +326,8 @@ def judge(
     ``artifact_predictions``, ``float_predictions`` and ``truth`` are class indices, one per image.
 
     Raises:
-        ValueError: the three arrays differ in length.
+        ValueError: the three arrays differ in length, or ``options.confidence`` is not below 1
+            (see :meth:`GateOptions.check` for the checks a command line gets).
     """
     artifact_predictions = np.asarray(artifact_predictions)
     float_predictions = np.asarray(float_predictions)

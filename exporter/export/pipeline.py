@@ -303,6 +303,14 @@ def export_run(
             options.seed,
             margins=sample_margins(truth, [r.probabilities for r in reports]),
         )
+        if options.samples_per_class:
+            missing = sorted(set(run.labels) - {label for _, label, _ in samples})
+            if missing:
+                say.warn(
+                    f"no held-out image of {', '.join(missing)} was classified right by every "
+                    "artifact: the bundle's smoke test (samples/) has none of "
+                    + ("that class" if len(missing) == 1 else "those classes")
+                )
         manifest = build_manifest(
             name=options.name,
             version=options.version,

@@ -23,6 +23,7 @@ from exporter.export.gate import GateDecision, GateOptions, Outcome, gate_messag
 from exporter.progress import QUIET, Progress
 
 if TYPE_CHECKING:
+    from edge_runtime.bundle import Artifact, Bundle
     from edge_runtime.smoke import SmokeResult
 
 #: fewest timed inferences behind a latency figure
@@ -271,8 +272,10 @@ def _labelled_images(data: Path, labels: Sequence[str]) -> tuple[str, list[tuple
     return f"{where} {data}", [(scanned.root / s.path, s.label) for s in samples]
 
 
-def _smoke_tests(bundle: Any, chosen: Sequence[Any], threads: int, say: Progress) -> list[Any]:
-    """The device's smoke test (samples/) of each chosen artifact."""
+def _smoke_tests(
+    bundle: Bundle, chosen: Sequence[Artifact], threads: int, say: Progress
+) -> list[SmokeResult]:
+    """The device's smoke test (samples/) of each chosen artifact (none without samples/)."""
     from edge_runtime.backends import BackendOptions
     from edge_runtime.smoke import smoke_test
 

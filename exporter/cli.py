@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "exporter.commands.export",
     "exporter.commands.verify",
     "exporter.commands.build",
+    "exporter.commands.publish",
 )
 
 EPILOG = """\

@@ -25,3 +25,7 @@ class AccuracyGateError(ExportError):
 
 class RecipeError(ExporterError):
     """A build recipe is invalid."""
+
+
+class PublishError(ExporterError):
+    """A TUF repository cannot be created, read, signed or served, or a publish is refused."""

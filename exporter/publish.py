@@ -683,6 +683,11 @@ def _check_profiles(
                 f"unknown device profile '{profile}' (shipped: {', '.join(sorted(shipped))}); "
                 "pass --custom-profiles for devices with a profile file of their own"
             )
+    if allowed and not profiles:
+        raise PublishError(
+            f"the bundle is made for the profiles {', '.join(allowed)}: a target for any device "
+            "would be downloaded and then refused by the others"
+        )
     outside = [p for p in profiles if allowed and p not in allowed]
     if outside:
         raise PublishError(

@@ -281,6 +281,8 @@ def test_profiles_default_to_the_manifest_and_must_fit_it(repo: TufRepo, tmp_pat
     wrong = make_bundle(tmp_path / "pi3", 3, profiles=["raspberry-pi-4"])
     with pytest.raises(PublishError, match="does not include jetson-nano"):
         repo.publish(wrong, profiles=["jetson-nano"])
+    with pytest.raises(PublishError, match="a target for any device"):
+        repo.publish(wrong, profiles=[])
     custom = publish_bundle(repo.path, make_bundle(tmp_path / "any", 4), channel="stable",
                             profiles=["kiosk-v2"], custom_profiles=True)
     assert custom.fields.profiles == ("kiosk-v2",)

@@ -70,7 +70,13 @@ from tuf.api.serialization.json import JSONSerializer
 
 from devices import list_profiles
 from edge_runtime.bundle import MANIFEST_NAME, load_bundle, pack_bundle, sha256_file
-from edge_runtime.fsutil import atomic_replace, atomic_write, fsync_tree, write_file
+from edge_runtime.fsutil import (
+    atomic_replace,
+    atomic_write,
+    fsync_directory,
+    fsync_tree,
+    write_file,
+)
 from edge_runtime.ota.policy import (
     CUSTOM_KEY,
     METADATA_DIR,
@@ -360,9 +366,11 @@ class _Repository:
             )
         try:
             config = json.loads(config_path.read_text(encoding="utf-8"))
+            if config.get("format") != 1:
+                raise ValueError(f"unknown format {config.get('format')!r}")
             self.expires_days = _parse_days(config.get("expires_days"))
             stored_keys = config.get("keys")
-        except (OSError, ValueError, AttributeError) as exc:
+        except (OSError, ValueError, AttributeError, TypeError) as exc:
             raise PublishError(f"{config_path} is damaged: {exc}") from exc
         if keys is not None:
             self.keys = keys
@@ -630,6 +638,7 @@ def init_repository(
         if root_dir.exists():
             root_dir.rmdir()  # empty, checked above
         os.rename(staging, root_dir)
+        fsync_directory(root_dir.parent)
     except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
         if isinstance(exc, OSError):

@@ -5,6 +5,7 @@ No sockets, no files: the policy is pure (an import-linter contract keeps it so)
 
 from __future__ import annotations
 
+import hashlib
 from math import comb, sqrt
 
 import pytest
@@ -23,6 +24,7 @@ from edge_runtime.ota.policy import (
     UpdateState,
     agreement_upper_bound,
     candidates_from_target,
+    candidates_from_targets,
     choose_update,
     in_rollout,
     judge_probation,
@@ -86,6 +88,21 @@ def test_unknown_keys_are_ignored_for_newer_publishers() -> None:
     custom[CUSTOM_KEY]["notes"] = "informative, added by a newer publisher"
     custom["another-tool"] = {"anything": 1}
     assert read_target_fields(custom).version == 1
+
+
+def test_a_bad_target_is_skipped_with_a_reason_not_fatal() -> None:
+    good = TargetFields(name="signs", version=2, channels={"stable": Release(rollout=50)},
+                        manifest_sha256=SHA).to_custom()
+    targets = {
+        "signs/signs-2.tar": {"length": 10, "hashes": {}, "custom": good},
+        "docs/readme.txt": {"length": 5, "hashes": {}},
+        "signs/signs-9.tar": {"length": 10, "custom": {CUSTOM_KEY: {"schema": 7}}},
+        "broken": {"length": "ten"},
+    }
+    found, problems = candidates_from_targets(targets)
+    assert [(c.path, c.version, c.rollout) for c in found] == [("signs/signs-2.tar", 2, 50)]
+    assert len(problems) == 3
+    assert any("format 7" in p for p in problems)
 
 
 @pytest.mark.parametrize(
@@ -171,14 +188,13 @@ def test_raising_a_rollout_keeps_the_first_devices_in() -> None:
 
 
 def test_the_bucket_is_pinned() -> None:
-    # A change of the hash would reshuffle every rollout in the field: pin one value.
-    assert rollout_bucket("pi-0001", "traffic-signs", 2) == rollout_bucket(
-        "pi-0001", "traffic-signs", 2
-    )
-    import hashlib
-
-    digest = hashlib.sha256(b"pi-0001:traffic-signs:2").digest()
-    assert rollout_bucket("pi-0001", "traffic-signs", 2) == int.from_bytes(digest[:8]) % 100
+    # A change of the hash would reshuffle every rollout in the field: pin its values, and its
+    # definition (the first 8 bytes of sha256("id:name:version"), big-endian, modulo 100).
+    assert rollout_bucket("pi-0001", "traffic-signs", 2) == 25
+    assert rollout_bucket("pi-0001", "traffic-signs", 3) == 21
+    assert rollout_bucket("kiosk-17", "banknotes", 1) == 98
+    digest = hashlib.sha256(b"kiosk-17:banknotes:1").digest()
+    assert int.from_bytes(digest[:8], "big") % 100 == 98
 
 
 # --------------------------------------------------------------------------------------------

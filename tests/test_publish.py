@@ -22,7 +22,7 @@ from tuf.api.metadata import Metadata
 
 from edge_runtime.bundle import pack_bundle
 from edge_runtime.errors import BundleError
-from edge_runtime.ota.policy import CUSTOM_KEY, candidates_from_target
+from edge_runtime.ota.policy import CUSTOM_KEY, candidates_from_target, candidates_from_targets
 from exporter.cli import main as export_main
 from exporter.errors import PublishError
 from exporter.publish import (
@@ -502,6 +502,24 @@ def test_a_device_updates_over_file_url(repo: TufRepo, bundles: dict[int, Path],
     downloaded = Path(device.download_target(info))
     stored = next((repo.path / "targets" / "traffic-signs").iterdir())
     assert downloaded.read_bytes() == stored.read_bytes()
+
+
+def test_a_device_lists_candidates_from_the_targets_its_client_verified(
+    repo: TufRepo, bundles: dict[int, Path], tmp_path: Path
+) -> None:
+    # python-tuf's client looks targets up by path and has no listing; after refresh() it keeps
+    # the targets metadata it verified in its cache, which is where a device finds every version.
+    repo.publish(bundles[1])
+    repo.publish(bundles[2], rollout=10)
+    repo.publish(bundles[2], channel="beta")
+    device = repo.client(tmp_path / "d")
+    device.refresh()
+    cached = json.loads((tmp_path / "d" / "metadata" / "targets.json").read_bytes())
+    found, problems = candidates_from_targets(cached["signed"]["targets"])
+    assert problems == ()
+    assert [(c.version, c.channel, c.rollout) for c in found] == [
+        (1, "stable", 100), (2, "beta", 100), (2, "stable", 10)]
+    assert device.get_targetinfo(found[-1].path) is not None
 
 
 @pytest.fixture

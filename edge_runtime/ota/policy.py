@@ -208,6 +208,29 @@ def repository_urls(url: str) -> tuple[str, str]:
     return f"{base}{METADATA_DIR}/", f"{base}{TARGETS_DIR}/"
 
 
+def candidates_from_targets(
+    targets: Mapping[str, Any],
+) -> tuple[tuple[TargetCandidate, ...], tuple[str, ...]]:
+    """Candidates from the ``targets`` object of verified targets metadata (path -> target
+    dict with ``length`` and ``custom``), and one problem line per target that was skipped.
+
+    One unreadable target (another tool's file, a newer format) must not stop a device from
+    updating, so it is reported, not raised.
+    """
+    found: list[TargetCandidate] = []
+    problems: list[str] = []
+    for path, target in sorted(targets.items()):
+        length = target.get("length") if isinstance(target, Mapping) else None
+        if not isinstance(length, int) or isinstance(length, bool) or length < 0:
+            problems.append(f"target {path} has no valid length")
+            continue
+        try:
+            found.extend(candidates_from_target(path, length, target.get("custom")))
+        except TargetFieldsError as exc:
+            problems.append(str(exc))
+    return tuple(found), tuple(problems)
+
+
 # --------------------------------------------------------------------------------------------
 # Staged rollout
 
@@ -219,7 +242,10 @@ def rollout_bucket(device_id: str, name: str, version: int) -> int:
     modulo bias of a 64-bit number is below 1e-17), stable across runs, machines and Python
     versions, and independent between versions.
     """
-    digest = hashlib.sha256(f"{device_id}:{name}:{version}".encode()).digest()
+    # surrogatepass: an id read from a badly encoded file still hashes (valid text hashes as
+    # UTF-8 either way)
+    key = f"{device_id}:{name}:{version}".encode("utf-8", "surrogatepass")
+    digest = hashlib.sha256(key).digest()
     return int.from_bytes(digest[:8], "big") % ROLLOUT_BUCKETS
 
 
@@ -581,6 +607,7 @@ __all__ = [
     "UpdateState",
     "agreement_upper_bound",
     "candidates_from_target",
+    "candidates_from_targets",
     "choose_update",
     "in_rollout",
     "judge_probation",

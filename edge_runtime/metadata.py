@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_runtime.errors import ModelError
+from edge_runtime.inputfiles import describe, open_regular_file
 from edge_runtime.labels import parse_labels
 
 log = logging.getLogger(__name__)
@@ -429,13 +430,13 @@ def read_tflite_metadata(path: str | os.PathLike[str]) -> ModelMetadata:
     fields: dict[str, Any] = {}
     kind = "none"
     try:
-        with open(source, "rb") as handle:
+        with open_regular_file(source) as handle:
             size = os.fstat(handle.fileno()).st_size
             if size >= 8:
                 with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as model:
                     fields, kind = _read_flatbuffer_fields(model, source)
     except OSError as exc:
-        raise ModelError(f"cannot read model {source}: {exc.strerror or exc}") from exc
+        raise ModelError(f"cannot read model {source}: {describe(exc)}") from None
 
     members = _zip_members(source)
     labels, labels_file = _labels_from_zip(members, fields.pop("labels_file", ""))

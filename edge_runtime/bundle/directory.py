@@ -4,15 +4,25 @@
 labels, artifact sizes and sha256, samples); :func:`write_bundle` writes a bundle so that a failure
 leaves nothing behind and an existing bundle is replaced in one atomic step (see
 :func:`edge_runtime.fsutil.replace_directory`).
+
+A ``.tar`` bundle is unpacked into a fresh ``edge-bundle-*`` directory in the temporary folder,
+removed when the bundle is closed. The process holds an exclusive ``flock`` on that directory
+while it uses it; the kernel drops the lock when the process ends, however it ends, so the next
+:func:`load_bundle` of a ``.tar`` removes the directories that a killed process (SIGKILL, a power
+cut) left behind and nobody holds any more.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import logging
 import os
 import shutil
+import stat
 import tempfile
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -21,25 +31,47 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from edge_runtime.bundle.archive import extract_bundle_tar, is_plain_tar, write_bundle_tar
+from edge_runtime.bundle.archive import check_plain_tar, extract_bundle_tar, write_bundle_tar
 from edge_runtime.bundle.manifest import (
     LABELS_NAME,
     MANIFEST_NAME,
+    MAX_LABELS_BYTES,
+    MAX_MANIFEST_BYTES,
+    MAX_SAMPLE_BYTES,
     SCHEMA_VERSION,
     Artifact,
     BundleManifest,
     parse_manifest,
 )
-from edge_runtime.errors import BundleError
+from edge_runtime.errors import BundleError, ModelError
 from edge_runtime.fsutil import fsync_tree, replace_directory, write_file
-from edge_runtime.labels import parse_labels
+from edge_runtime.inputfiles import (
+    check_file_kind,
+    describe,
+    format_size,
+    open_regular_file,
+    read_limited,
+)
+from edge_runtime.labels import decode_labels
 from edge_runtime.selection import select_artifact
+
+log = logging.getLogger(__name__)
+
+#: name prefix of the directories ``.tar`` bundles are unpacked into
+EXTRACT_PREFIX = "edge-bundle-"
+#: an unlocked extraction directory younger than this may be one another process has just
+#: made and not yet locked: it is left for a later sweep
+STALE_AFTER_S = 60.0
 
 
 def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
+    """Hex sha256 of a regular file, read in chunks.
+
+    Raises:
+        OSError: the file cannot be read, or it is a FIFO or a device (NotAFileError).
+    """
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with open_regular_file(path) as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
@@ -53,6 +85,7 @@ class Bundle:
     manifest: BundleManifest
     source: Path
     _tempdir: Path | None = field(default=None, repr=False)
+    _lock: int | None = field(default=None, repr=False)
 
     @property
     def labels(self) -> list[str]:
@@ -75,10 +108,14 @@ class Bundle:
         return select_artifact(self.manifest, formats, precisions)
 
     def close(self) -> None:
-        """Remove the unpacked copy of a ``.tar`` bundle (nothing to do for a directory)."""
+        """Remove the unpacked copy of a ``.tar`` bundle (nothing to do for a directory).
+        Safe to call twice."""
         if self._tempdir is not None:
             shutil.rmtree(self._tempdir, ignore_errors=True)
             self._tempdir = None
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     def __enter__(self) -> Bundle:
         return self
@@ -96,25 +133,34 @@ def load_bundle(
     """Load and validate a bundle directory or ``.tar``.
 
     A ``.tar`` is unpacked with an allow-list extractor into ``extract_to`` (a new or empty
-    directory) or a fresh temporary directory that :meth:`Bundle.close` removes.
+    directory) or a fresh temporary directory that :meth:`Bundle.close` removes (see the module
+    doc for what happens when the process is killed first). A ``.tar``'s artifacts are always
+    checked against their sha256 while they are unpacked.
 
     Raises:
-        BundleError: the path is not a bundle, or the bundle is invalid, incomplete, tampered with
-            (sha256 mismatch), or unsafe to unpack. Nothing is left behind on failure.
+        BundleError: the path is not a bundle (a FIFO or a device is refused unopened; a
+            compressed ``.tar`` is named as such), or the bundle is invalid, incomplete,
+            tampered with (sha256 mismatch), or unsafe to unpack. Nothing is left behind on
+            failure; messages about a ``.tar`` name the archive.
     """
     source = Path(path)
-    if source.is_dir():
+    try:
+        info = check_file_kind(source)
+    except FileNotFoundError:
+        raise BundleError(f"no bundle at {source}: no such file or directory") from None
+    except OSError as exc:
+        raise BundleError(f"cannot open bundle {source}: {describe(exc)}") from None
+    if stat.S_ISDIR(info.st_mode):
         return Bundle(
             root=source, manifest=validate_directory(source, verify_hashes), source=source
         )
-    if not source.exists():
-        raise BundleError(f"no bundle at {source}: no such file or directory")
-    if not is_plain_tar(source):
-        raise BundleError(f"{source} is neither a bundle directory nor an uncompressed .tar bundle")
+    check_plain_tar(
+        source, not_tar=f"{source} is neither a bundle directory nor an uncompressed .tar bundle"
+    )
 
-    made_here = extract_to is None
+    lock: int | None = None
     if extract_to is None:
-        target = Path(tempfile.mkdtemp(prefix="edge-bundle-"))
+        target, lock = _new_extraction_directory()
     else:
         # Checked before anything is written: on failure this directory is emptied again, which
         # must never touch files that were there before.
@@ -124,16 +170,91 @@ def load_bundle(
             raise BundleError(f"cannot unpack into {target}: the directory is not empty")
     try:
         extract_bundle_tar(source, target)
-        manifest = validate_directory(target, verify_hashes)
+        # The extractor checked every artifact's sha256 as it wrote it.
+        manifest = validate_directory(target, verify_hashes=False, where=source)
     except BaseException:
-        if made_here:
+        if lock is not None:
             shutil.rmtree(target, ignore_errors=True)
+            os.close(lock)
         else:
             _empty_directory(target)
         raise
     return Bundle(
-        root=target, manifest=manifest, source=source, _tempdir=target if made_here else None
+        root=target,
+        manifest=manifest,
+        source=source,
+        _tempdir=target if lock is not None else None,
+        _lock=lock,
     )
+
+
+def _new_extraction_directory() -> tuple[Path, int]:
+    """A new ``edge-bundle-*`` directory in the temporary folder and a descriptor holding an
+    exclusive lock on it (after removing the directories of processes that died)."""
+    parent = Path(tempfile.gettempdir())
+    remove_stale_extractions(parent)
+    target = Path(tempfile.mkdtemp(prefix=EXTRACT_PREFIX, dir=parent))
+    fd = os.open(target, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | os.O_CLOEXEC)
+    try:
+        _lock(fd)  # a fresh directory: nobody else holds it
+    except OSError as exc:
+        log.debug("cannot lock %s (left behind if this process is killed): %s", target, exc)
+    return target, fd
+
+
+def _lock(fd: int) -> bool:
+    """Take an exclusive lock on ``fd`` without waiting: True when taken, False when another
+    process holds it.
+
+    Raises:
+        OSError: this file system cannot lock (the caller then cannot tell who holds it).
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not a POSIX system: no locks, no sweeping
+        raise OSError(errno.ENOTSUP, "no flock on this system") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def remove_stale_extractions(parent: Path, *, now: float | None = None) -> list[Path]:
+    """Remove the ``edge-bundle-*`` directories in ``parent`` that this user owns, that nobody
+    holds locked (their process has ended) and that are older than :data:`STALE_AFTER_S`
+    (younger ones may not be locked yet). Returns those removed; problems are logged, never
+    raised: this is housekeeping.
+    """
+    moment = time.time() if now is None else now
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(parent))
+    except OSError as exc:
+        log.debug("cannot list %s for stale bundle copies: %s", parent, exc)
+        return removed
+    for entry in entries:
+        if not entry.name.startswith(EXTRACT_PREFIX):
+            continue
+        try:
+            info = entry.stat(follow_symlinks=False)
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+                continue
+            if moment - info.st_mtime < STALE_AFTER_S:
+                continue
+            fd = os.open(entry.path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | os.O_CLOEXEC)
+            try:
+                if not _lock(fd):
+                    continue  # a running process uses it
+                shutil.rmtree(entry.path, ignore_errors=True)
+                removed.append(Path(entry.path))
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            log.debug("leaving %s: %s", entry.path, exc)
+    if removed:
+        log.info("removed %d unpacked bundle(s) left by ended processes", len(removed))
+    return removed
 
 
 def _empty_directory(directory: Path) -> None:
@@ -144,50 +265,93 @@ def _empty_directory(directory: Path) -> None:
             child.unlink(missing_ok=True)
 
 
-def validate_directory(root: Path, verify_hashes: bool = True) -> BundleManifest:
+def validate_directory(
+    root: Path, verify_hashes: bool = True, *, where: str | os.PathLike[str] | None = None
+) -> BundleManifest:
     """The manifest of the bundle directory ``root`` once every file it names checks out.
+
+    Files are read only when they are regular files of a sane size: the manifest and labels up
+    to their caps, artifacts of exactly the manifest's size. ``where`` is what messages call the
+    bundle (default ``root``; the ``.tar`` it was unpacked from).
 
     Raises:
         BundleError: no manifest, an invalid one, labels that differ from it, or a missing,
             resized or (with ``verify_hashes``) changed artifact, or a missing sample.
     """
+    name = os.fspath(where) if where is not None else os.fspath(root)
+
+    def member(path: str) -> str:
+        return f"{name}:{path}" if where is not None else os.fspath(root / path)
+
     manifest_path = root / MANIFEST_NAME
-    if not manifest_path.is_file():
-        raise BundleError(f"{root} is not a bundle: it has no {MANIFEST_NAME}")
-    manifest = parse_manifest(manifest_path.read_bytes(), where=str(manifest_path))
+    if not os.path.lexists(manifest_path):
+        raise BundleError(f"{name} is not a bundle: it has no {MANIFEST_NAME}")
+    manifest = parse_manifest(
+        _read_member_file(manifest_path, MAX_MANIFEST_BYTES, member(MANIFEST_NAME)),
+        where=member(MANIFEST_NAME),
+    )
 
     labels_path = root / LABELS_NAME
-    if not labels_path.is_file():
-        raise BundleError(f"bundle {root} is missing {LABELS_NAME}")
+    if not os.path.lexists(labels_path):
+        raise BundleError(f"bundle {name} is missing {LABELS_NAME}")
     try:
-        file_labels = parse_labels(labels_path.read_text(encoding="utf-8"))
-    except Exception as exc:
-        raise BundleError(f"{labels_path}: {exc}") from exc
+        file_labels = decode_labels(
+            _read_member_file(labels_path, MAX_LABELS_BYTES, member(LABELS_NAME)),
+            member(LABELS_NAME),
+        )
+    except ModelError as exc:
+        raise BundleError(str(exc)) from None
     if file_labels != manifest.labels:
         raise BundleError(
-            f"{labels_path} ({len(file_labels)} labels) does not match the manifest's "
+            f"{member(LABELS_NAME)} ({len(file_labels)} labels) does not match the manifest's "
             f"{len(manifest.labels)} labels"
         )
 
     for item in manifest.artifacts:
-        artifact_path = root / item.path
-        if not artifact_path.is_file():
-            raise BundleError(f"bundle {root} is missing artifact {item.path}")
-        size = artifact_path.stat().st_size
+        size = _member_size(root / item.path, member(item.path))
+        if size is None:
+            raise BundleError(f"bundle {name} is missing artifact {item.path}")
         if size != item.bytes:
             raise BundleError(
-                f"artifact {item.path} is {size} bytes, the manifest says {item.bytes}: "
+                f"artifact {member(item.path)} is {size} bytes, the manifest says {item.bytes}: "
                 "the file was changed or truncated"
             )
-        if verify_hashes and sha256_file(artifact_path) != item.sha256:
-            raise BundleError(
-                f"artifact {item.path} does not match its sha256 in the manifest: "
-                "the file was changed or corrupted"
-            )
+        if verify_hashes:
+            try:
+                digest = sha256_file(root / item.path)
+            except OSError as exc:
+                raise BundleError(f"cannot read {member(item.path)}: {describe(exc)}") from None
+            if digest != item.sha256:
+                raise BundleError(
+                    f"artifact {member(item.path)} does not match its sha256 in the manifest: "
+                    "the file was changed or corrupted"
+                )
     for sample in manifest.samples:
-        if not (root / sample.path).is_file():
-            raise BundleError(f"bundle {root} is missing sample {sample.path}")
+        size = _member_size(root / sample.path, member(sample.path))
+        if size is None:
+            raise BundleError(f"bundle {name} is missing sample {sample.path}")
+        if size > MAX_SAMPLE_BYTES:
+            raise BundleError(
+                f"sample {member(sample.path)} is larger than {format_size(MAX_SAMPLE_BYTES)}"
+            )
     return manifest
+
+
+def _read_member_file(path: Path, limit: int, where: str) -> bytes:
+    try:
+        return read_limited(path, limit)
+    except OSError as exc:
+        raise BundleError(f"cannot read {where}: {describe(exc)}") from None
+
+
+def _member_size(path: Path, where: str) -> int | None:
+    """The size of a bundle member that must be a regular file; None when it is missing."""
+    try:
+        return check_file_kind(path, directory_ok=False).st_size
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise BundleError(f"cannot read {where}: {describe(exc)}") from None
 
 
 def write_bundle(
@@ -292,9 +456,11 @@ def pack_bundle(
 
 
 __all__ = [
+    "EXTRACT_PREFIX",
     "Bundle",
     "load_bundle",
     "pack_bundle",
+    "remove_stale_extractions",
     "sha256_file",
     "validate_directory",
     "write_bundle",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from datetime import datetime
 from typing import Any, Literal
 
@@ -32,6 +33,12 @@ SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 LABELS_NAME = "labels.txt"
 SAMPLES_DIR = "samples"
+#: the largest manifest.json read (a real one is a few KiB; its labels are most of it)
+MAX_MANIFEST_BYTES = 1 << 20
+#: the largest labels.txt in a bundle
+MAX_LABELS_BYTES = 1 << 20
+#: the largest sample image in a bundle (samples are a few small held-out images)
+MAX_SAMPLE_BYTES = 16 << 20
 
 _FILE_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
 _SAFE_NAME = re.compile(rf"^{_FILE_NAME}$")
@@ -145,7 +152,9 @@ class BundleManifest(_Strict):
 
     schema_version: Literal[1] = Field(1, alias="schema")
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
-    version: StrictInt = Field(gt=0, description="Grows with every release of this model.")
+    version: StrictInt = Field(
+        gt=0, le=2**63 - 1, description="Grows with every release of this model (int64)."
+    )
     created: datetime
     task: Literal["classification"] = "classification"
     labels: list[str] = Field(min_length=2)
@@ -224,15 +233,26 @@ def verify_artifacts(artifacts: list[Artifact], label_count: int) -> None:
 
 
 def parse_manifest(data: bytes | str, where: str = MANIFEST_NAME) -> BundleManifest:
-    """Parse and validate manifest JSON.
+    """Parse and validate manifest JSON of at most :data:`MAX_MANIFEST_BYTES`.
 
     Raises:
-        BundleError: not JSON, an unknown schema, or a field that breaks the schema.
+        BundleError: too large, not JSON, JSON that Python cannot hold (nested thousands of
+            levels deep, integers of thousands of digits), an unknown schema, or a field that
+            breaks the schema.
     """
+    size = len(data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data)
+    if size > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{where} is larger than {MAX_MANIFEST_BYTES >> 20} MiB, the limit")
     try:
         raw = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{where} is not valid JSON: {exc}") from exc
+        raise BundleError(f"{where} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BundleError(f"{where} nests arrays or objects too deeply to read") from None
+    except ValueError:  # an integer of more digits than int() converts
+        raise BundleError(
+            f"{where} holds a number of more than {sys.get_int_max_str_digits()} digits"
+        ) from None
     if not isinstance(raw, dict):
         raise BundleError(f"{where} must hold a JSON object")
     schema = raw.get("schema")
@@ -247,11 +267,16 @@ def parse_manifest(data: bytes | str, where: str = MANIFEST_NAME) -> BundleManif
         raise BundleError(
             f"{where}: {describe_validation_error(exc, fallback='manifest')}"
         ) from exc
+    except RecursionError:
+        raise BundleError(f"{where} nests arrays or objects too deeply to read") from None
 
 
 __all__ = [
     "LABELS_NAME",
     "MANIFEST_NAME",
+    "MAX_LABELS_BYTES",
+    "MAX_MANIFEST_BYTES",
+    "MAX_SAMPLE_BYTES",
     "SAMPLES_DIR",
     "SCHEMA_VERSION",
     "Artifact",

@@ -38,7 +38,6 @@ import functools
 import os
 import sys
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Literal, cast
 
 from pydantic import (
@@ -64,14 +63,12 @@ from edge_runtime.postprocess import (
 from edge_runtime.sinks import SinkConfig, output_configs
 from edge_runtime.sinks.base import expand_shorthand
 from edge_runtime.sources import check_options, options_model, parse_source_uri, scheme_kind
+from edge_runtime.tomlfile import read_toml
 from edge_runtime.validation import describe_validation_error
 
 if sys.version_info >= (3, 11):
     from typing import Self
-
-    import tomllib
 else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
     from typing_extensions import Self
 
 
@@ -367,17 +364,14 @@ def parse_config(data: dict[str, Any], where: str = "config") -> RuntimeConfig:
 def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The raw mapping of a TOML configuration file.
 
+    The file must be a regular file (a FIFO or a device is refused unopened) of at most
+    :data:`edge_runtime.tomlfile.MAX_TOML_BYTES`, in UTF-8, within the nesting limits of
+    :mod:`edge_runtime.tomlfile`.
+
     Raises:
-        ConfigError: the file cannot be read or is not valid TOML.
+        ConfigError: the file cannot be read or is not valid TOML (one line naming the file).
     """
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from exc
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    return read_toml(path, "config")
 
 
 def load_config(path: str | os.PathLike[str]) -> RuntimeConfig:

@@ -20,16 +20,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import tarfile
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from devices import DeviceProfile, ProfileError, load_profile
+from devices import DeviceProfile, ProfileError, load_profile, parse_profile
 from edge_runtime.backends import Backend, BackendOptions, open_backend
 from edge_runtime.bundle import Artifact, Bundle, Thresholds, load_bundle
+from edge_runtime.bundle.archive import compressed_message, is_plain_tar
 from edge_runtime.errors import (
     BundleError,
     ConfigError,
@@ -37,6 +38,7 @@ from edge_runtime.errors import (
     ModelError,
     PreprocessError,
 )
+from edge_runtime.inputfiles import check_file_kind, describe, open_regular_file
 from edge_runtime.labels import check_label_count, read_labels
 from edge_runtime.metadata import ModelMetadata, parse_onnx_metadata, read_tflite_metadata
 from edge_runtime.postprocess import PostprocessConfig, Postprocessor, ScoreDecoder, top_k
@@ -56,6 +58,7 @@ from edge_runtime.selection import (
     check_compatible,
     options_from_profile,
 )
+from edge_runtime.tomlfile import read_toml_text
 from edge_runtime.types import Classification, TensorSpec
 
 log = logging.getLogger(__name__)
@@ -66,12 +69,23 @@ MODEL_SUFFIXES = {".tflite": "tflite", ".onnx": "onnx"}
 def resolve_profile(profile: DeviceProfile | str | None) -> DeviceProfile | None:
     """A profile object from a name, a ``.toml`` path, a profile, or None.
 
+    A path is read like a config file (:mod:`edge_runtime.tomlfile`: a regular file, size and
+    nesting capped).
+
     Raises:
         ConfigError: no such profile, or it is malformed.
     """
     if profile is None or isinstance(profile, DeviceProfile):
         return profile
     try:
+        if profile.endswith(".toml") or os.sep in profile:
+            text = read_toml_text(profile, "device profile")
+            try:
+                return parse_profile(Path(profile).stem, text)
+            except ProfileError:
+                raise
+            except (ValueError, RecursionError) as exc:  # an integer of over 4300 digits
+                raise ConfigError(f"device profile {profile}: {exc}") from None
         return load_profile(profile)
     except ProfileError as exc:
         raise ConfigError(str(exc)) from exc
@@ -233,16 +247,41 @@ def _top_indices(probabilities: np.ndarray, k: int) -> np.ndarray:
 # Loading
 
 
-def _is_bundle(path: Path) -> bool:
-    if path.is_dir():
-        return True
-    if path.suffix.lower() in MODEL_SUFFIXES:
-        return False
+def model_kind(path: str | os.PathLike[str]) -> str:
+    """What a model path names, judged without loading it: ``"bundle"`` (a directory or an
+    uncompressed ``.tar``), ``"tflite"`` or ``"onnx"`` (by suffix). Reads at most the first
+    tar block. ``run``, ``classify`` and ``check-config`` all ask this first.
+
+    Raises:
+        ModelError: nothing is there; a FIFO, a device or a socket (refused unopened: reading
+            one could block or never end); a compressed file (the message says how to unpack
+            it); or any other file.
+    """
+    source = Path(path)
     try:
-        with tarfile.open(path, "r:"):
-            return True
-    except (tarfile.TarError, OSError):
-        return False
+        info = check_file_kind(source)
+    except FileNotFoundError:
+        raise ModelError(f"no model at {source}: no such file or directory") from None
+    except OSError as exc:
+        raise ModelError(f"cannot use {source} as a model: {describe(exc)}") from None
+    if stat.S_ISDIR(info.st_mode):
+        return "bundle"
+    fmt = MODEL_SUFFIXES.get(source.suffix.lower())
+    if fmt is not None:
+        return fmt
+    try:
+        with open_regular_file(source) as handle:
+            head = handle.read(8)
+    except OSError as exc:
+        raise ModelError(f"cannot read model {source}: {describe(exc)}") from None
+    message = compressed_message(source, head)
+    if message is not None:
+        raise ModelError(message)
+    if is_plain_tar(source):
+        return "bundle"
+    raise ModelError(
+        f"cannot load {source}: expected a bundle directory or .tar, a .tflite or an .onnx file"
+    )
 
 
 def load_model(
@@ -267,8 +306,9 @@ def load_model(
     bundle whose ``compatible.profiles`` leave it out is refused.
 
     Raises:
-        ModelError: no such file, an unsupported file type, labels that do not fit the model, or
-            an input the runtime cannot feed.
+        ModelError: no such file, a FIFO or device (refused unopened), a compressed or otherwise
+            unsupported file (see :func:`model_kind`), labels that do not fit the model, or an
+            input the runtime cannot feed.
         BundleError: an invalid bundle, or no artifact matching the choice.
         IncompatibleBundleError: the bundle's ``compatible`` range excludes this runtime's
             version, or its profile list excludes ``profile``.
@@ -278,21 +318,15 @@ def load_model(
         BackendError: the model file is corrupt or the backend cannot load it.
     """
     source = Path(path)
-    if not source.exists():
-        raise ModelError(f"no model at {source}: no such file or directory")
+    fmt = model_kind(source)
     device = resolve_profile(profile)
     if options is None:
         options = options_from_profile(device)
     if backend != "auto":
         entry("backend", backend)  # an unknown name is reported before anything is loaded
-    if _is_bundle(source):
+    if fmt == "bundle":
         return _load_bundle_model(
             source, labels, backend, options, artifact, precision, device, roi, activation
-        )
-    fmt = MODEL_SUFFIXES.get(source.suffix.lower())
-    if fmt is None:
-        raise ModelError(
-            f"cannot load {source}: expected a bundle directory or .tar, a .tflite or an .onnx file"
         )
     if artifact is not None or precision is not None:
         raise ConfigError("--artifact and --precision choose among a bundle's artifacts")
@@ -537,6 +571,7 @@ __all__ = [
     "LoadedModel",
     "artifact_candidates",
     "load_model",
+    "model_kind",
     "options_from_profile",
     "pixel_quantization",
     "resolve_profile",

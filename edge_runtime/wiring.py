@@ -1,7 +1,8 @@
 """From a configuration to a pipeline: the source, the sinks and the serving model, wired.
 
-:func:`build_pipeline` builds the source and the sinks first (bad URIs and options fail before a
-slow model load), then loads the model and its postprocessor with
+:func:`build_pipeline` checks the configuration with :func:`check_runnable` (which is all
+``check-config`` does) and builds the source and the sinks first (bad paths, URIs and options fail
+before a slow model load), then loads the model and its postprocessor with
 :func:`edge_runtime.serving.load_serving_model`, the part that a reload or a hot swap repeats on
 its own. Nothing is opened here: ``Pipeline.run`` opens the source and the sinks.
 """
@@ -11,7 +12,11 @@ from __future__ import annotations
 from typing import TextIO
 
 from edge_runtime.config import RuntimeConfig
+from edge_runtime.errors import ConfigError, UnknownComponentError
+from edge_runtime.labels import read_labels
+from edge_runtime.model import model_kind, resolve_profile
 from edge_runtime.pipeline import Pipeline, PipelineOptions
+from edge_runtime.preprocess import Roi
 from edge_runtime.serving import load_serving_model
 from edge_runtime.sinks import Sink, SinkContext
 from edge_runtime.sources import Source, open_source
@@ -40,6 +45,34 @@ def build_sinks(config: RuntimeConfig, stream: TextIO | None = None) -> list[Sin
     return [sink for output in config.outputs.configured() for sink in output.build(context)]
 
 
+def check_runnable(config: RuntimeConfig) -> Source:
+    """Make every check ``run`` makes before the slow work, without loading a model or opening
+    a source, a sink or a port: the model path names something a model can be loaded from
+    (:func:`edge_runtime.model.model_kind`: no FIFO, no device, no compressed ``.tar``), the
+    label file and the device profile can be read, the region of interest parses, and the
+    source and the sinks accept their settings. ``run`` starts with it and ``check-config`` is
+    it, so the two refuse the same things. Returns the source, built but not opened.
+
+    Raises:
+        EdgeRuntimeError: the first problem found (ModelError, ConfigError, SourceError, ...).
+    """
+    model_kind(config.model.path)
+    if config.model.labels is not None:
+        read_labels(config.model.labels)
+    if config.model.profile is not None:
+        resolve_profile(config.model.profile)
+    if config.source.roi:
+        Roi.parse(config.source.roi)
+    try:
+        source = build_source(config)
+    except UnknownComponentError:
+        raise
+    except ConfigError as exc:
+        raise ConfigError(f"source.options: {exc}") from None
+    build_sinks(config)
+    return source
+
+
 def build_pipeline(
     config: RuntimeConfig,
     *,
@@ -55,14 +88,20 @@ def build_pipeline(
         EdgeRuntimeError: the source URI or a sink is invalid, the model cannot be loaded, or an
             optional package is missing (the message names the extra to install).
     """
-    source = build_source(config)
+    source = check_runnable(config)
     sinks = build_sinks(config, stream)
     serving = load_serving_model(config, stills=source.stills)
-    return Pipeline(
-        source,
-        serving.model,
-        serving.postprocessor,
-        sinks,
-        status=status,
-        options=PipelineOptions(max_frames=config.run.max_frames, pipelined=config.run.pipelined),
-    )
+    try:
+        return Pipeline(
+            source,
+            serving.model,
+            serving.postprocessor,
+            sinks,
+            status=status,
+            options=PipelineOptions(
+                max_frames=config.run.max_frames, pipelined=config.run.pipelined
+            ),
+        )
+    except BaseException:  # a signal (see cli.Terminated) must not leak the loaded model
+        serving.close()
+        raise

@@ -252,4 +252,5 @@ def test_check_config_reports_missing_model(tmp_path: Path, capsys: pytest.Captu
     config = tmp_path / "runtime.toml"
     config.write_text('[model]\npath = "/nowhere/model.tflite"\n[source]\nuri = "camera:0"\n')
     assert main(["check-config", str(config)]) == 1
-    assert "does not exist" in capsys.readouterr().err
+    # The same words `run` uses: both ask edge_runtime.model.model_kind.
+    assert "no model at /nowhere/model.tflite: no such file or directory" in capsys.readouterr().err

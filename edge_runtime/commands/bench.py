@@ -83,21 +83,18 @@ def plan_runs(args: argparse.Namespace) -> list[tuple[str | None, str]]:
     from edge_runtime.backends import FORMAT_BACKENDS, check_backend_for_format
     from edge_runtime.bundle import load_bundle
     from edge_runtime.errors import BundleError
-    from edge_runtime.model import MODEL_SUFFIXES
+    from edge_runtime.model import model_kind
     from edge_runtime.registry import entry
 
     if args.backend != "auto":
         entry("backend", args.backend)  # an unknown name fails first, listing the known ones
     source = Path(args.model)
-    fmt = MODEL_SUFFIXES.get(source.suffix.lower())
-    if fmt is not None and source.is_file():
+    fmt = model_kind(source)  # a missing path, a FIFO or a compressed .tar fail here
+    if fmt != "bundle":
         if args.backend != "auto":
             check_backend_for_format(args.backend, fmt)
             return [(None, args.backend)]
         return [(None, name) for name in FORMAT_BACKENDS[fmt]]
-    if not source.exists():
-        # Let load_model report it the usual way.
-        return [(None, args.backend)]
     with load_bundle(source) as bundle:
         artifacts = bundle.manifest.artifacts
         if args.artifact is not None:
@@ -192,6 +189,7 @@ def run(args: argparse.Namespace) -> int:
         EdgeRuntimeError: a bad option, or the model cannot be loaded.
     """
     from edge_runtime.errors import ConfigError, MissingDependencyError
+    from edge_runtime.terminal import printable, printable_lines
 
     if args.frames < 1 or args.warmup < 0:
         raise ConfigError("--frames must be at least 1 and --warmup at least 0")
@@ -206,15 +204,17 @@ def run(args: argparse.Namespace) -> int:
             model = load_model_from_args(args, **overrides)
         except MissingDependencyError as exc:
             print(
-                f"edge-runtime: skipped {artifact or args.model} on {backend}: {exc}",
+                printable(f"edge-runtime: skipped {artifact or args.model} on {backend}: {exc}"),
                 file=sys.stderr,
             )
             continue
         with model:
             if not args.quiet:
                 print(
-                    f"benchmarking {model.info['artifact']} on {model.info['backend']}: "
-                    f"{args.warmup} + {args.frames} frames...",
+                    printable(
+                        f"benchmarking {model.info['artifact']} on {model.info['backend']}: "
+                        f"{args.warmup} + {args.frames} frames..."
+                    ),
                     file=sys.stderr,
                     flush=True,
                 )
@@ -245,5 +245,5 @@ def run(args: argparse.Namespace) -> int:
         else:
             if number:
                 print()
-            print(_human(result), flush=True)
+            print(printable_lines(_human(result)), flush=True)
     return 0 if ran else 1

@@ -11,9 +11,11 @@ examples:
   edge-runtime check-config /etc/edge-classify/runtime.toml
   edge-runtime check-config runtime.toml --json
 
-Checks the file's syntax, its keys and values (each sink's and source's own settings), and that
-the model path and the source URI exist and name things the runtime can read, with options that
-source takes. Nothing is opened: no camera, no port, no model is loaded.
+Checks the file's syntax, its keys and values (each sink's and source's own settings), and makes
+the checks `run` makes before it starts: the model path names a bundle directory, an uncompressed
+.tar, a .tflite or an .onnx (no FIFO or device), the label file and device profile can be read,
+and the source URI exists with options that source takes. Nothing is opened: no camera, no port,
+no model is loaded.
 """
 
 
@@ -31,22 +33,27 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    """Validate the file; 0 when ``run`` would accept it.
 
+    Raises:
+        ConfigError: the file, or what it names, would be refused by ``run``; the message starts
+            with the file's name.
+    """
     from edge_runtime.config import load_config
-    from edge_runtime.errors import ConfigError
-    from edge_runtime.sources import check_options, parse_source_uri
+    from edge_runtime.errors import ConfigError, EdgeRuntimeError
+    from edge_runtime.sources import source_kind
+    from edge_runtime.terminal import printable
+    from edge_runtime.wiring import check_runnable
 
     config = load_config(args.config)
-    if not Path(config.model.path).exists():
-        raise ConfigError(f"{args.config}: model.path {config.model.path} does not exist")
-    kind, _, query = parse_source_uri(config.source.uri)
     try:
-        check_options(kind, {**query, **config.source.options})
-    except ConfigError as exc:
-        raise ConfigError(f"{args.config}: source.options: {exc}") from None
+        check_runnable(config)
+    except EdgeRuntimeError as exc:
+        raise ConfigError(f"{args.config}: {exc}") from None
+    kind = source_kind(config.source.uri)
     if args.json:
         print(json.dumps(config.model_dump(mode="json"), indent=2))
     else:
-        print(f"{args.config}: ok (model {config.model.path}, {kind} source {config.source.uri})")
+        ok = f"{args.config}: ok (model {config.model.path}, {kind} source {config.source.uri})"
+        print(printable(ok))
     return 0

@@ -10,14 +10,19 @@ when that subcommand is parsed or its help is shown.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from types import FrameType
 from typing import Any
 
 from edge_runtime import __version__
 from edge_runtime.errors import EdgeRuntimeError
+from edge_runtime.terminal import PrintableFormatter, printable
 
 #: subcommand modules, in the order ``--help`` lists them
 COMMAND_MODULES: tuple[str, ...] = (
@@ -68,6 +73,33 @@ class CommandParser(argparse.ArgumentParser):
         return super().format_usage()
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived while no pipeline was running to stop gracefully (while a model loads,
+    while ``classify`` works): raised so that every ``with`` and ``finally`` on the way out runs
+    and nothing is left behind, such as the unpacked copy of a ``.tar`` bundle. A BaseException,
+    so that no ``except Exception`` swallows it."""
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    # A second SIGTERM while the first unwinds ends the process at once, as it always did.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _terminate_by_unwinding() -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated` in the main thread while the block runs (a
+    ``stop_on_signals`` inside it takes over for a pipeline run and hands back after)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge-runtime",
@@ -93,22 +125,30 @@ def run_parser(
     """Parse ``argv`` and run the chosen subcommand's handler; shared by both command lines.
 
     Errors of the ``errors`` types become one line on stderr and exit code 1, Ctrl-C exit code
-    130, a closed output pipe exit code 0; no subcommand prints the help and returns 2.
+    130, SIGTERM exit code 143 once everything is cleaned up, a closed output pipe exit code 0;
+    no subcommand prints the help and returns 2. Messages and log lines go through
+    :func:`edge_runtime.terminal.printable`: they quote labels and file names, which may hold
+    terminal escape sequences.
     """
     args = parser.parse_args(argv)
+    log_handler = logging.StreamHandler()
+    log_handler.setFormatter(PrintableFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.DEBUG if args.verbose else logging.WARNING, handlers=[log_handler]
     )
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()
         return 2
     try:
-        return int(handler(args) or 0)
+        with _terminate_by_unwinding():
+            return int(handler(args) or 0)
     except errors as exc:
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        print(f"{parser.prog}: error: {printable(exc)}", file=sys.stderr)
         return 1
+    except Terminated:
+        print(f"{parser.prog}: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted", file=sys.stderr)
         return 130

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -107,9 +106,12 @@ def register(subparsers: Any) -> None:
 
 
 def _table(image: str, top: list[Any]) -> str:
-    lines = [image, f"  {'#':>2}  {'index':>5}  {'score':>7}  label"]
+    from edge_runtime.terminal import printable
+
+    # Labels and file names may hold terminal escape sequences: shown escaped, never obeyed.
+    lines = [printable(image), f"  {'#':>2}  {'index':>5}  {'score':>7}  label"]
     for rank, item in enumerate(top, start=1):
-        lines.append(f"  {rank:>2}  {item.index:>5}  {item.score:>7.4f}  {item.label}")
+        lines.append(f"  {rank:>2}  {item.index:>5}  {item.score:>7.4f}  {printable(item.label)}")
     return "\n".join(lines)
 
 
@@ -121,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
     """
     from edge_runtime.errors import ConfigError, PreprocessError
     from edge_runtime.imageio import read_image
+    from edge_runtime.terminal import json_text, printable
 
     if args.top_k < 1:
         raise ConfigError(f"--top-k must be at least 1, got {args.top_k}")
@@ -130,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
             try:
                 image = read_image(path)
             except PreprocessError as exc:
-                print(f"edge-runtime: error: {exc}", file=sys.stderr, flush=True)
+                print(f"edge-runtime: error: {printable(exc)}", file=sys.stderr, flush=True)
                 failures += 1
                 continue
             top = model.classify(image, args.top_k)
@@ -142,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
                         for c in top
                     ],
                 }
-                print(json.dumps(record, ensure_ascii=False), flush=True)
+                print(json_text(record), flush=True)
             else:
                 if number:
                     print()

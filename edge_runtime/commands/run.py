@@ -217,6 +217,7 @@ def run_command(args: argparse.Namespace) -> int:
     from edge_runtime.service.status_server import StatusServer
     from edge_runtime.sinks.console import ConsoleConfig
     from edge_runtime.status import RuntimeStatus
+    from edge_runtime.terminal import printable
     from edge_runtime.wiring import build_pipeline
 
     config = config_from_args(args)
@@ -231,11 +232,11 @@ def run_command(args: argparse.Namespace) -> int:
         if isinstance(console, ConsoleConfig) and console.format == "pretty":
             name = info.get("name") or info.get("path", "model")
             version = f" v{info['version']}" if info.get("version") else ""
-            print(
+            banner = (
                 f"edge-runtime: {name}{version} [{info.get('artifact', '')} on "
-                f"{info.get('backend', '?')}] <- {config.source.uri}",
-                flush=True,
+                f"{info.get('backend', '?')}] <- {config.source.uri}"
             )
+            print(printable(banner), flush=True)
         with stop_on_signals(pipeline):
             summary = pipeline.run()
     if summary.frames == 0:

@@ -14,6 +14,7 @@ from typing import Any, Literal, TextIO, get_args
 from pydantic import Field
 
 from edge_runtime.sinks.base import Flag, Sink, SinkConfig, SinkContext, StatusProvider
+from edge_runtime.terminal import printable
 from edge_runtime.types import Frame, Prediction
 
 ConsoleFormat = Literal["pretty", "jsonl", "none"]
@@ -150,7 +151,8 @@ class PrettySink(Sink):
 
     def _write(self, line: str) -> None:
         stream = self._stream if self._stream is not None else sys.stdout
-        stream.write(line + "\n")
+        # Labels and truth (folder names) may hold terminal escape sequences: shown escaped.
+        stream.write(printable(line) + "\n")
         stream.flush()
 
     def open(self, status: StatusProvider | None = None) -> None:

@@ -12,8 +12,6 @@ from collections.abc import Iterable
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any, cast
 
-from packaging.version import InvalidVersion, Version
-
 from edge_runtime import __version__
 from edge_runtime.backends import (
     FORMAT_BACKENDS,
@@ -22,6 +20,7 @@ from edge_runtime.backends import (
     check_backend_for_format,
 )
 from edge_runtime.errors import BundleError, ConfigError, IncompatibleBundleError
+from edge_runtime.versions import runtime_admits
 
 if TYPE_CHECKING:  # the bundle package imports this module; keep the cycle out of run time
     from devices import DeviceProfile
@@ -30,8 +29,6 @@ if TYPE_CHECKING:  # the bundle package imports this module; keep the cycle out 
 #: artifact formats and precisions in the order a device without a profile prefers them
 DEFAULT_FORMATS: tuple[str, ...] = ("tflite", "onnx")
 DEFAULT_PRECISIONS: tuple[str, ...] = ("int8", "fp16", "dynamic", "fp32")
-#: the local version label of a runtime that runs from a source tree that was never installed
-UNKNOWN_VERSION_LABEL = "unknown"
 
 
 def options_from_profile(
@@ -171,11 +168,8 @@ def compatibility_problems(
     problems = []
     if runtime_version is None:
         runtime_version = __version__
-    version = _known_version(runtime_version)
-    wanted = manifest.compatible.runtime_range()
-    # Judge the release a build belongs to: a 0.2 pre-release or development build (which PEP 440
-    # orders before 0.2) must run the bundles its own exporter writes for ">=0.2".
-    if version is not None and not wanted.contains(version.base_version, prereleases=True):
+    # The same rule as the OTA policy's, so a device never downloads what it then refuses.
+    if not runtime_admits(manifest.compatible.runtime_range(), runtime_version):
         problems.append(
             f"needs edge-runtime {manifest.compatible.runtime} but this runtime is "
             f"{runtime_version}: update the runtime or use a bundle made for it"
@@ -206,14 +200,6 @@ def check_compatible(
         raise IncompatibleBundleError(
             f"bundle {manifest.name} version {manifest.version} {'; and it '.join(problems)}"
         )
-
-
-def _known_version(text: str) -> Version | None:
-    try:
-        version = Version(text)
-    except InvalidVersion:
-        return None
-    return None if version.local == UNKNOWN_VERSION_LABEL else version
 
 
 __all__ = [

@@ -24,6 +24,7 @@ from edge_runtime.errors import (
     IncompatibleBundleError,
     UnknownComponentError,
 )
+from edge_runtime.ota import policy
 from edge_runtime.selection import (
     DEFAULT_PRECISIONS,
     artifact_candidates,
@@ -195,6 +196,9 @@ def test_runtime_range(wanted: str, version: str, fits: bool) -> None:
         decided = manifest(compatible={"runtime": wanted})
         problems = compatibility_problems(decided, runtime_version=version)
         assert (problems == []) is fits, problems
+        # The OTA policy judges a published target's range by the same rule, so a device never
+        # downloads a model that loading would then refuse.
+        assert policy.runtime_admits(wanted, version) is fits
         if not fits:
             with pytest.raises(IncompatibleBundleError) as error:
                 check_compatible(decided, runtime_version=version)

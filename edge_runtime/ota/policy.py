@@ -36,11 +36,11 @@ from datetime import datetime
 from typing import Any, Literal
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
 from edge_runtime.errors import EdgeRuntimeError
 from edge_runtime.validation import describe_validation_error
+from edge_runtime.versions import runtime_admits
 
 #: key of our object inside a TUF target's ``custom`` (other tools may add their own keys)
 CUSTOM_KEY = "edge-classify"
@@ -303,25 +303,6 @@ class UpdateDecision:
     target: TargetCandidate | None = None
     #: newer candidates that were passed over, newest first, each with its reason
     skipped: tuple[Skipped, ...] = ()
-
-
-def runtime_admits(spec: str, runtime_version: str) -> bool:
-    """Whether the PEP 440 range ``spec`` (empty: any) admits this runtime.
-
-    The same rule as the bundle's ``compatible.runtime`` check: a pre-release or development
-    build is judged as the release it belongs to, and a source tree that does not know its
-    version (``+unknown``) is not judged at all.
-    """
-    try:
-        version = Version(runtime_version)
-    except InvalidVersion:
-        return True
-    if version.local == "unknown":
-        return True
-    try:
-        return SpecifierSet(spec).contains(version.base_version, prereleases=True)
-    except InvalidSpecifier:
-        return False
 
 
 def _refusal(

@@ -28,7 +28,7 @@ from exporter.errors import PublishError
 from exporter.publish import (
     DEFAULT_EXPIRES_DAYS,
     PASSPHRASE_ENV,
-    _locked,
+    Repository,
     init_repository,
     publish_bundle,
     refresh_repository,
@@ -330,22 +330,22 @@ def test_a_missing_repository_is_one_line(
 def test_a_failed_write_leaves_the_published_state(
     repo: TufRepo, bundles: dict[int, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import exporter.publish as publish
+    import exporter.publish.repository as on_disk
 
     repo.publish(bundles[1])
     device = repo.client(tmp_path / "device")
     device.refresh()
-    real = publish._write_public
+    real = on_disk._write_public
 
     def failing(path: Path, source: bytes | Path) -> None:
         if path.name == "timestamp.json":
             raise PublishError("disk full (injected)")
         real(path, source)
 
-    monkeypatch.setattr(publish, "_write_public", failing)
+    monkeypatch.setattr(on_disk, "_write_public", failing)
     with pytest.raises(PublishError, match="injected"):
         repo.publish(bundles[2])
-    monkeypatch.setattr(publish, "_write_public", real)
+    monkeypatch.setattr(on_disk, "_write_public", real)
     # Devices still see v1 only; new files were written but nothing names them.
     again = repo.client(tmp_path / "device")
     again.refresh()
@@ -354,8 +354,8 @@ def test_a_failed_write_leaves_the_published_state(
 
 
 def test_writers_take_turns(repo: TufRepo) -> None:
-    with _locked(repo.path), pytest.raises(PublishError, match="is busy"):
-        with _locked(repo.path, timeout_s=0.2):
+    with Repository(repo.path).locked(), pytest.raises(PublishError, match="is busy"):
+        with Repository(repo.path).locked(timeout_s=0.2):
             pass
 
 

@@ -246,9 +246,9 @@ def resign_targets_with_unknown_key(repo: TufRepo) -> None:
     not list (an attacker who can write to the server, but holds no key)."""
     from securesystemslib.signer import CryptoSigner
 
-    from exporter.publish import _Repository
+    from exporter.publish import Repository
 
-    repository = _Repository(repo.path)
+    repository = Repository(repo.path)
     timestamp = repository.timestamp_md()
     targets = repository.targets_md(repository.snapshot_md(timestamp))
     targets.sign(CryptoSigner.generate_ed25519())

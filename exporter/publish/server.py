@@ -1,0 +1,123 @@
+"""The lab HTTP server: ``edge-export serve`` serves ``REPO/metadata`` and ``REPO/targets``.
+
+Static files only, never the keys, ``repository.json`` or a folder listing, with cache headers
+that fit consistent snapshots (versioned and hash-prefixed files are immutable; ``timestamp.json``
+and ``root.json`` must be revalidated). In production any static HTTP server, CDN or object
+store serves the same two folders.
+"""
+
+from __future__ import annotations
+
+import http.server
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from edge_runtime.ota.policy import METADATA_DIR, TARGETS_DIR
+from exporter.errors import PublishError
+
+
+class _RepositoryRequestHandler(http.server.SimpleHTTPRequestHandler):
+    """Static files under ``metadata/`` and ``targets/`` only: never keys, never listings."""
+
+    server_version = "edge-export-serve"
+    quiet = False
+    _status = 200
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        self._status = code
+        super().send_response(code, message)
+
+    def translate_path(self, path: str) -> str:
+        resolved = Path(super().translate_path(path))
+        base = Path(self.directory).resolve()
+        real = resolved.resolve()
+        for served in (base / METADATA_DIR, base / TARGETS_DIR):
+            if served in real.parents and real.is_file():
+                return str(real)
+        return str(base / ".not-served")  # answered 404 by the caller
+
+    def list_directory(self, path: str | os.PathLike[str]) -> None:
+        self.send_error(404, "No listings")
+        return None
+
+    def end_headers(self) -> None:
+        # Versioned and hash-prefixed files never change; timestamp.json and root.json do, and
+        # a missing N.root.json is how a device learns there is no newer root: never cache it.
+        name = self.path.rsplit("/", 1)[-1].split("?", 1)[0]
+        if self._status >= 400:
+            self.send_header("Cache-Control", "no-store")
+        elif name in ("timestamp.json", "root.json"):
+            self.send_header("Cache-Control", "no-cache")
+        else:
+            self.send_header("Cache-Control", "public, max-age=31536000, immutable")
+        super().end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if not self.quiet:
+            super().log_message(format, *args)
+
+
+def make_server(
+    repo: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000, *, quiet: bool = False
+) -> http.server.ThreadingHTTPServer:
+    """An HTTP server of ``REPO/metadata`` and ``REPO/targets`` (port 0: a free port).
+
+    Raises:
+        PublishError: no repository at ``repo``, or the address cannot be bound.
+    """
+    root = Path(repo)
+    if not (root / METADATA_DIR / "1.root.json").is_file():
+        raise PublishError(f"no repository at {root}: run `edge-export repo init {root}` first")
+    handler = type(
+        "RepositoryRequestHandler",
+        (_RepositoryRequestHandler,),
+        {"quiet": quiet},
+    )
+
+    def factory(*args: Any, **kwargs: Any) -> http.server.BaseHTTPRequestHandler:
+        return handler(*args, directory=str(root.resolve()), **kwargs)
+
+    try:
+        return http.server.ThreadingHTTPServer((host, port), factory)
+    except OSError as exc:
+        raise PublishError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+
+
+def server_url(server: http.server.ThreadingHTTPServer) -> str:
+    """The base URL of a server from :func:`make_server`."""
+    host, port = server.server_address[:2]
+    text = host.decode() if isinstance(host, bytes) else str(host)
+    shown = f"[{text}]" if ":" in text else text
+    return f"http://{shown}:{port}/"
+
+
+def serve(
+    repo: str | os.PathLike[str],
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    max_requests: int | None = None,
+    quiet: bool = False,
+    announce: Callable[[str], None] = print,
+) -> int:
+    """Serve the repository until interrupted (or for ``max_requests`` requests).
+
+    Raises:
+        PublishError: no repository, or the address cannot be bound.
+    """
+    with make_server(repo, host, port, quiet=quiet) as server:
+        announce(server_url(server))
+        try:
+            if max_requests is None:
+                server.serve_forever()
+            else:
+                for _ in range(max_requests):
+                    server.handle_request()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+__all__ = ["make_server", "serve", "server_url"]

@@ -56,7 +56,8 @@ METADATA_DIR = "metadata"
 TARGETS_DIR = "targets"
 
 _NAME = r"^[a-z0-9][a-z0-9._-]{0,63}$"
-_CHANNEL = r"^[a-z0-9][a-z0-9._-]{0,31}$"
+#: what a channel name may be; the publisher refuses any other before it signs anything
+CHANNEL_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,31}$"
 
 
 class TargetFieldsError(EdgeRuntimeError):
@@ -107,8 +108,8 @@ class TargetFields(BaseModel):
     @classmethod
     def _verify_channel_names(cls, value: dict[str, Release]) -> dict[str, Release]:
         for name in value:
-            if not re.match(_CHANNEL, name):
-                raise ValueError(f"channel name {name!r} must match {_CHANNEL}")
+            if not re.match(CHANNEL_PATTERN, name):
+                raise ValueError(f"channel name {name!r} must match {CHANNEL_PATTERN}")
         return value
 
     @field_validator("runtime")
@@ -570,6 +571,7 @@ def judge_probation(stats: ProbationStats, settings: ProbationSettings) -> Proba
 
 
 __all__ = [
+    "CHANNEL_PATTERN",
     "CUSTOM_KEY",
     "METADATA_DIR",
     "ROLLOUT_BUCKETS",

@@ -21,7 +21,7 @@ from tuf.api.metadata import Metadata
 from edge_runtime.ota.policy import TargetFieldsError, read_target_fields
 from exporter.errors import PublishError
 from exporter.publish.keys import key_file, new_key, retire_keys
-from exporter.publish.repository import ROLES, open_repository, utc_now
+from exporter.publish.repository import Repository, check_role, utc_now
 
 #: refresh re-signs snapshot and targets when less than this share of their period is left
 RESIGN_SHARE_LEFT = 1 / 3
@@ -105,12 +105,9 @@ def repository_status(
         PublishError: no repository at ``repo``, or its metadata cannot be read.
     """
     moment = utc_now(now)
-    repository = open_repository(repo, keys)
-    root_md = repository.root_md()
+    repository = Repository(repo, keys)
+    root_md, timestamp, snapshot, targets = repository.published()
     root = root_md.signed
-    timestamp = repository.timestamp_md()
-    snapshot = repository.snapshot_md(timestamp)
-    targets = repository.targets_md(snapshot)
     problems: list[str] = []
     roles: list[RoleStatus] = []
     for role, md in (("root", root_md), ("targets", targets), ("snapshot", snapshot),
@@ -152,8 +149,7 @@ def repository_status(
             problems.append(str(exc))
             continue
         sha256 = target.hashes.get("sha256", "")
-        parent, _, base = path.rpartition("/")
-        stored = repository.targets_dir / parent / f"{sha256}.{base}"
+        stored = repository.target_file(path, sha256)
         present = stored.is_file() and stored.stat().st_size == target.length
         if not present:
             problems.append(f"target file {stored} is missing or not {target.length} bytes")
@@ -211,10 +207,9 @@ def rotate_key(
     Raises:
         PublishError: an unknown role, or the root keys (always needed) are not here.
     """
-    if role not in ROLES:
-        raise PublishError(f"unknown role '{role}' (roles: {', '.join(ROLES)})")
+    check_role(role)
     moment = utc_now(now)
-    repository = open_repository(repo, keys)
+    repository = Repository(repo, keys)
     with repository.locked():
         root_md = repository.root_md()
         root_signers = repository.signers(root_md.signed, "root")
@@ -286,15 +281,12 @@ def refresh_repository(
             written first, and the message says what is left.
     """
     moment = utc_now(now)
-    repository = open_repository(repo, keys)
+    repository = Repository(repo, keys)
     warnings: list[str] = []
     resigned: dict[str, int] = {}
     with repository.locked():
-        root_md = repository.root_md()
+        root_md, timestamp, snapshot, targets = repository.published()
         root = root_md.signed
-        timestamp = repository.timestamp_md()
-        snapshot = repository.snapshot_md(timestamp)
-        targets = repository.targets_md(snapshot)
 
         def due(role: str, md: Metadata[Any]) -> bool:
             left = md.signed.expires - moment

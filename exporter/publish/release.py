@@ -10,7 +10,6 @@ channel only grow.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import shutil
@@ -36,6 +35,7 @@ from devices import list_profiles
 from edge_runtime.bundle import MANIFEST_NAME, load_bundle, pack_bundle, sha256_file
 from edge_runtime.fsutil import fsync_directory, fsync_tree, write_file
 from edge_runtime.ota.policy import (
+    CHANNEL_PATTERN,
     CUSTOM_KEY,
     METADATA_DIR,
     TARGETS_DIR,
@@ -50,12 +50,13 @@ from exporter.publish.repository import (
     CONFIG_NAME,
     ROLES,
     SERIALIZER,
-    open_repository,
+    Repository,
+    check_role,
+    encode_config,
     parse_expires_days,
     utc_now,
 )
 
-_CHANNEL = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")
 _PROFILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -94,8 +95,7 @@ def init_repository(
     days = parse_expires_days(expires_days)
     counts = {role: 1 for role in ROLES}
     for role, value in (thresholds or {}).items():
-        if role not in counts:
-            raise PublishError(f"unknown role '{role}' (roles: {', '.join(ROLES)})")
+        check_role(role)
         if not isinstance(value, int) or not 1 <= value <= 9:
             raise PublishError(f"threshold of {role} must be 1..9, got {value}")
         counts[role] = value
@@ -140,8 +140,7 @@ def init_repository(
             write_file(metadata / name, md.to_bytes(SERIALIZER))
         write_file(metadata / "root.json", (metadata / "1.root.json").read_bytes())
         stored_keys = None if keys_inside else str(keys_dir.resolve())
-        config = {"format": 1, "expires_days": days, "keys": stored_keys}
-        write_file(staging / CONFIG_NAME, (json.dumps(config, indent=2) + "\n").encode())
+        write_file(staging / CONFIG_NAME, encode_config(days, stored_keys))
         fsync_tree(staging)
         os.chmod(staging, 0o755)  # mkdtemp makes 0700; a web server must reach metadata/
         if root_dir.exists():
@@ -192,6 +191,16 @@ def _bundle_fields(target: TargetFile) -> TargetFields:
         return read_target_fields(target.custom, where=f"target {target.path}")
     except TargetFieldsError as exc:
         raise PublishError(str(exc)) from exc
+
+
+def _check_rollout(percent: int) -> None:
+    if isinstance(percent, bool) or not isinstance(percent, int) or not 1 <= percent <= 100:
+        raise PublishError(f"rollout must be a whole percent 1..100, got {percent}")
+
+
+def _with_release(fields: TargetFields, channel: str, release: Release) -> TargetFields:
+    """``fields`` with ``channel`` set to ``release`` (added or replaced)."""
+    return fields.model_copy(update={"channels": {**fields.channels, channel: release}})
 
 
 def _newest_on(targets: Targets, name: str, channel: str) -> int | None:
@@ -254,14 +263,13 @@ def publish_bundle(
         BundleError: the bundle is invalid.
     """
     moment = utc_now(now)
-    if not _CHANNEL.match(channel):
+    if not re.match(CHANNEL_PATTERN, channel):
         raise PublishError(
             f"channel '{channel}' must be lower-case letters, digits, '.', '_' or '-' "
             "(e.g. stable, beta)"
         )
-    if isinstance(rollout, bool) or not isinstance(rollout, int) or not 1 <= rollout <= 100:
-        raise PublishError(f"rollout must be a whole percent 1..100, got {rollout}")
-    repository = open_repository(repo, keys)
+    _check_rollout(rollout)
+    repository = Repository(repo, keys)
 
     with contextlib.ExitStack() as stack:
         loaded = stack.enter_context(load_bundle(bundle))
@@ -276,12 +284,10 @@ def publish_bundle(
         path = target_path_for(manifest.name, manifest.version)
 
         with repository.locked():
-            root = repository.root_md().signed
-            timestamp = repository.timestamp_md()
-            snapshot = repository.snapshot_md(timestamp)
-            targets = repository.targets_md(snapshot)
+            root_md, timestamp, snapshot, targets = repository.published()
             label = f"{manifest.name} v{manifest.version}"
             existing = targets.signed.targets.get(path)
+            fields: TargetFields | None = None
             if existing is not None:
                 fields = _bundle_fields(existing)
                 if existing.hashes.get("sha256") != sha256:
@@ -309,11 +315,8 @@ def publish_bundle(
                     f"{channel}: versions on a channel only grow"
                 )
             release = Release(rollout=rollout, published=moment)
-            if existing is not None:
-                fields = _bundle_fields(existing)
-                fields = fields.model_copy(
-                    update={"channels": {**fields.channels, channel: release}}
-                )
+            if fields is not None:
+                fields = _with_release(fields, channel, release)
             else:
                 fields = TargetFields(
                     name=manifest.name,
@@ -333,7 +336,7 @@ def publish_bundle(
             )
             repository.add_target_file(path, tar, sha256)
             targets.signed.targets[path] = info
-            versions = repository.commit(root, timestamp, snapshot, targets, now=moment)
+            versions = repository.commit(root_md.signed, timestamp, snapshot, targets, now=moment)
     return PublishedTarget(path, info.length, sha256, fields, versions)
 
 
@@ -356,15 +359,11 @@ def set_rollout(
         PublishError: no such version or channel, or a percent outside 1..100.
     """
     moment = utc_now(now)
-    if isinstance(percent, bool) or not isinstance(percent, int) or not 1 <= percent <= 100:
-        raise PublishError(f"rollout must be a whole percent 1..100, got {percent}")
-    repository = open_repository(repo, keys)
+    _check_rollout(percent)
+    repository = Repository(repo, keys)
     path = target_path_for(name, version)
     with repository.locked():
-        root = repository.root_md().signed
-        timestamp = repository.timestamp_md()
-        snapshot = repository.snapshot_md(timestamp)
-        targets = repository.targets_md(snapshot)
+        root_md, timestamp, snapshot, targets = repository.published()
         existing = targets.signed.targets.get(path)
         if existing is None:
             raise PublishError(f"{name} v{version} is not published in {repository.root}")
@@ -382,12 +381,12 @@ def set_rollout(
                 f"{', '.join(sorted(fields.channels))})"
             )
         release = fields.channels[channel].model_copy(update={"rollout": percent})
-        fields = fields.model_copy(update={"channels": {**fields.channels, channel: release}})
+        fields = _with_release(fields, channel, release)
         existing.unrecognized_fields["custom"] = {
             **(existing.custom or {}),
             **fields.to_custom(),
         }
-        versions = repository.commit(root, timestamp, snapshot, targets, now=moment)
+        versions = repository.commit(root_md.signed, timestamp, snapshot, targets, now=moment)
     sha256 = existing.hashes.get("sha256", "")
     return PublishedTarget(path, existing.length, sha256, fields, versions)
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from tuf.api.metadata import Metadata, MetaFile, Root, Snapshot, Targets, Timestamp
 from tuf.api.serialization import DeserializationError
@@ -43,6 +43,8 @@ DEFAULT_EXPIRES_DAYS: dict[str, float] = {
     "timestamp": 1,
 }
 CONFIG_NAME = "repository.json"
+#: version of the ``repository.json`` format (written by :func:`encode_config`)
+CONFIG_FORMAT = 1
 LOCK_NAME = ".lock"
 LOCK_TIMEOUT_S = 30.0
 SERIALIZER = JSONSerializer(compact=False)
@@ -56,6 +58,16 @@ def utc_now(now: datetime | None) -> datetime:
     return moment.astimezone(timezone.utc).replace(microsecond=0)
 
 
+def check_role(role: str) -> None:
+    """Refuse a name that is not one of the four top-level roles.
+
+    Raises:
+        PublishError: ``role`` is not in :data:`ROLES`.
+    """
+    if role not in ROLES:
+        raise PublishError(f"unknown role '{role}' (roles: {', '.join(ROLES)})")
+
+
 def parse_expires_days(raw: Mapping[str, float] | None) -> dict[str, float]:
     """The expiry period of every role: the defaults, overridden by ``raw``.
 
@@ -64,41 +76,67 @@ def parse_expires_days(raw: Mapping[str, float] | None) -> dict[str, float]:
     """
     days = dict(DEFAULT_EXPIRES_DAYS)
     for role, value in (raw or {}).items():
-        if role not in DEFAULT_EXPIRES_DAYS:
-            raise PublishError(f"unknown role '{role}' (roles: {', '.join(ROLES)})")
+        check_role(role)
         if not value > 0:
             raise PublishError(f"expiry of {role} must be a positive number of days, got {value}")
         days[role] = float(value)
     return days
 
 
+def encode_config(expires_days: Mapping[str, float], keys: str | None) -> bytes:
+    """The ``repository.json`` of a new repository (read back by :class:`Repository`).
+
+    ``keys``: the absolute keys folder, or ``None`` for ``REPO/keys``.
+    """
+    config = {"format": CONFIG_FORMAT, "expires_days": dict(expires_days), "keys": keys}
+    return (json.dumps(config, indent=2) + "\n").encode()
+
+
+def no_repository(root: Path) -> PublishError:
+    """The error for a folder that holds no repository, saying how to make one."""
+    return PublishError(f"no repository at {root}: run `edge-export repo init {root}` first")
+
+
+class PublishedMetadata(NamedTuple):
+    """What devices see now: the newest root and the chain timestamp -> snapshot -> targets."""
+
+    root: Metadata[Root]
+    timestamp: Metadata[Timestamp]
+    snapshot: Metadata[Snapshot]
+    targets: Metadata[Targets]
+
+
 class Repository:
     """A repository folder: paths, settings, the published metadata, keys and signing.
+
+    ``keys``: the private keys' folder (default: the one ``repository.json`` names, else
+    ``REPO/keys``).
 
     Raises:
         PublishError: no repository at ``root`` (``repository.json`` and ``1.root.json``), a
             damaged ``repository.json``, or a keys folder that a server of it would expose.
     """
 
-    def __init__(self, root: Path, keys: Path | None = None) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], keys: str | os.PathLike[str] | None = None
+    ) -> None:
+        root = Path(root)
         self.root = root
         self.metadata = root / METADATA_DIR
         self.targets_dir = root / TARGETS_DIR
         config_path = root / CONFIG_NAME
         if not (self.metadata / "1.root.json").is_file() or not config_path.is_file():
-            raise PublishError(
-                f"no repository at {root}: run `edge-export repo init {root}` first"
-            )
+            raise no_repository(root)
         try:
             config = json.loads(config_path.read_text(encoding="utf-8"))
-            if config.get("format") != 1:
+            if config.get("format") != CONFIG_FORMAT:
                 raise ValueError(f"unknown format {config.get('format')!r}")
             self.expires_days = parse_expires_days(config.get("expires_days"))
             stored_keys = config.get("keys")
         except (OSError, ValueError, AttributeError, TypeError) as exc:
             raise PublishError(f"{config_path} is damaged: {exc}") from exc
         if keys is not None:
-            self.keys = keys
+            self.keys = Path(keys)
         elif stored_keys:
             self.keys = (root / stored_keys) if not Path(stored_keys).is_absolute() else Path(
                 stored_keys
@@ -139,6 +177,22 @@ class Repository:
         if meta is None:
             raise PublishError(f"the repository {self.root} is damaged: snapshot lists no targets")
         return cast("Metadata[Targets]", self._read(f"{meta.version}.targets.json"))
+
+    def published(self) -> PublishedMetadata:
+        """The metadata devices see now, each role read as the chain names it.
+
+        Raises:
+            PublishError: a file is missing or is not valid TUF metadata.
+        """
+        timestamp = self.timestamp_md()
+        snapshot = self.snapshot_md(timestamp)
+        return PublishedMetadata(self.root_md(), timestamp, snapshot, self.targets_md(snapshot))
+
+    def target_file(self, target_path: str, sha256: str) -> Path:
+        """Where the target ``NAME/NAME-VERSION.tar`` of that sha256 is stored: consistent
+        snapshots prefix its file name with the hash (``NAME/SHA256.NAME-VERSION.tar``)."""
+        parent, _, base = target_path.rpartition("/")
+        return self.targets_dir / parent / f"{sha256}.{base}"
 
     # -- signing --------------------------------------------------------------------------
 
@@ -219,8 +273,7 @@ class Repository:
 
     def add_target_file(self, target_path: str, tar: Path, sha256: str) -> Path:
         """Copy a bundle ``.tar`` to its hash-prefixed name under ``targets/`` (once)."""
-        parent, _, base = target_path.rpartition("/")
-        stored = self.targets_dir / parent / f"{sha256}.{base}"
+        stored = self.target_file(target_path, sha256)
         if not (stored.is_file() and sha256_file(stored) == sha256):
             _write_public(stored, tar)
         return stored
@@ -274,25 +327,18 @@ def _write_public(path: Path, source: bytes | Path) -> None:
         raise PublishError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
-def open_repository(
-    repo: str | os.PathLike[str], keys: str | os.PathLike[str] | None
-) -> Repository:
-    """The :class:`Repository` at ``repo``, its keys in ``keys`` (default: as configured).
-
-    Raises:
-        PublishError: as :class:`Repository`.
-    """
-    return Repository(Path(repo), Path(keys) if keys is not None else None)
-
-
 __all__ = [
+    "CONFIG_FORMAT",
     "CONFIG_NAME",
     "DEFAULT_EXPIRES_DAYS",
     "LOCK_TIMEOUT_S",
     "ROLES",
     "SERIALIZER",
+    "PublishedMetadata",
     "Repository",
-    "open_repository",
+    "check_role",
+    "encode_config",
+    "no_repository",
     "parse_expires_days",
     "utc_now",
 ]

@@ -16,6 +16,7 @@ from typing import Any
 
 from edge_runtime.ota.policy import METADATA_DIR, TARGETS_DIR
 from exporter.errors import PublishError
+from exporter.publish.repository import no_repository
 
 
 class _RepositoryRequestHandler(http.server.SimpleHTTPRequestHandler):
@@ -69,7 +70,7 @@ def make_server(
     """
     root = Path(repo)
     if not (root / METADATA_DIR / "1.root.json").is_file():
-        raise PublishError(f"no repository at {root}: run `edge-export repo init {root}` first")
+        raise no_repository(root)
     handler = type(
         "RepositoryRequestHandler",
         (_RepositoryRequestHandler,),

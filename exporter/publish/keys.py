@@ -6,8 +6,8 @@ variable is set as they are made; the online roles' keys (snapshot, timestamp) n
 because ``repo refresh`` signs with them from cron with nobody to type a passphrase. Keys
 replaced by ``repo rotate-key`` move to ``retired/`` (kept, never used again).
 
-This is the only module of the project that touches securesystemslib (an import-linter
-contract): signers are made and loaded here and handed to the repository that signs.
+This is the only module of the project that imports securesystemslib or cryptography (an
+import-linter contract): signers are made and loaded here and handed to the code that signs.
 """
 
 from __future__ import annotations

@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import stat
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -34,6 +36,7 @@ from exporter.publish import (
     refresh_repository,
     repository_status,
     rotate_key,
+    serve,
     set_rollout,
 )
 from tests.tuf_repo import (
@@ -522,23 +525,33 @@ def test_a_device_lists_candidates_from_the_targets_its_client_verified(
     assert device.get_targetinfo(found[-1].path) is not None
 
 
-@pytest.fixture
-def served(repo: TufRepo) -> Iterator[str]:
-    """``edge-export serve REPO --port 0`` in a subprocess; yields its URL."""
+def start_serve(repo: TufRepo, *options: str) -> tuple[subprocess.Popen[str], str]:
+    """``edge-export serve REPO --port 0 --quiet OPTIONS`` in a subprocess, and its URL once it
+    listens."""
     process = subprocess.Popen(
         [sys.executable, "-m", "exporter.cli", "serve", str(repo.path), "--port", "0",
-         "--max-requests", "500", "--quiet"],
+         "--quiet", *options],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
     )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    match = re.search(r"at (http://127\.0\.0\.1:\d+/)", line)
+    if not match:
+        process.kill()
+        process.wait(timeout=10)
+    assert match, f"edge-export serve printed {line!r}"
+    return process, match.group(1)
+
+
+@pytest.fixture
+def served(repo: TufRepo) -> Iterator[str]:
+    """``edge-export serve REPO --port 0`` in a subprocess; yields its URL."""
+    process, url = start_serve(repo, "--max-requests", "500")
     try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        match = re.search(r"at (http://127\.0\.0\.1:\d+/)", line)
-        assert match, f"edge-export serve printed {line!r}"
-        yield match.group(1)
+        yield url
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -735,3 +748,61 @@ def test_serve_prints_its_url_and_binds_loopback_by_default(
     assert served.startswith("http://127.0.0.1:")
     status, body, _ = get(served + "metadata/1.root.json")
     assert status == 200 and body == (repo.path / "metadata" / "1.root.json").read_bytes()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_serve_exits_0_with_one_line_on_sigterm_and_sigint(repo: TufRepo, signum: int) -> None:
+    # No --max-requests: only the signal ends it (what systemd's stop and Ctrl-C send).
+    process, url = start_serve(repo)
+    try:
+        assert get(url + "metadata/timestamp.json")[0] == 200
+        process.send_signal(signum)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+    name = signal.Signals(signum).name
+    assert process.returncode == 0, err
+    assert err == ""
+    assert out.splitlines()[-1] == f"stopped serving {repo.path} on {name}"
+
+
+def test_serve_says_goodbye_after_its_last_request(repo: TufRepo) -> None:
+    process, url = start_serve(repo, "--max-requests", "1")
+    try:
+        assert get(url + "metadata/root.json")[0] == 200
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+    assert process.returncode == 0, err
+    assert err == ""
+    assert out.splitlines()[-1] == f"stopped serving {repo.path} after 1 request"
+
+
+def test_serve_restores_the_signal_handlers_and_runs_off_the_main_thread(repo: TufRepo) -> None:
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    # The handler runs on this (main) thread right after announce returns.
+    result = serve(repo.path, port=0, announce=lambda url: os.kill(os.getpid(), signal.SIGTERM))
+    assert result.signal == "SIGTERM" and result.url.startswith("http://127.0.0.1:")
+    assert {signum: signal.getsignal(signum) for signum in before} == before
+
+    # Off the main thread no handler can be installed; it serves until max_requests.
+    results: list[object] = []
+    urls: list[str] = []
+    ready = threading.Event()
+
+    def announce(url: str) -> None:
+        urls.append(url)
+        ready.set()
+
+    thread = threading.Thread(
+        target=lambda: results.append(serve(repo.path, port=0, max_requests=1, announce=announce))
+    )
+    thread.start()
+    assert ready.wait(timeout=10)
+    assert get(urls[0] + "metadata/1.root.json")[0] == 200
+    thread.join(timeout=10)
+    assert [getattr(r, "signal", "missing") for r in results] == [None]

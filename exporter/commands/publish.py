@@ -379,9 +379,9 @@ def run_serve(args: argparse.Namespace) -> int:
 
     def announce(url: str) -> None:
         print(f"serving {args.repo} (metadata/ and targets/ only) at {url}", flush=True)
-        print(f'devices: [update] url = "{url}"   (Ctrl-C stops)', flush=True)
+        print(f'devices: [update] url = "{url}"   (Ctrl-C or SIGTERM stops)', flush=True)
 
-    return serve(
+    result = serve(
         args.repo,
         args.host,
         args.port,
@@ -389,3 +389,9 @@ def run_serve(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         announce=announce,
     )
+    if result.signal is not None:
+        why = f"on {result.signal}"
+    else:
+        why = f"after {args.max_requests} request{'' if args.max_requests == 1 else 's'}"
+    print(f"stopped serving {args.repo} {why}", flush=True)
+    return 0

@@ -62,7 +62,7 @@ from exporter.publish.release import (
     target_path_for,
 )
 from exporter.publish.repository import DEFAULT_EXPIRES_DAYS, ROLES, Repository
-from exporter.publish.server import make_server, serve, server_url
+from exporter.publish.server import ServeResult, make_server, serve, server_url
 
 __all__ = [
     "DEFAULT_EXPIRES_DAYS",
@@ -76,6 +76,7 @@ __all__ = [
     "RepositoryStatus",
     "RoleStatus",
     "RotationResult",
+    "ServeResult",
     "TargetStatus",
     "init_repository",
     "make_server",

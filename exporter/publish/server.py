@@ -2,19 +2,24 @@
 
 Static files only, never the keys, ``repository.json`` or a folder listing, with cache headers
 that fit consistent snapshots (versioned and hash-prefixed files are immutable; ``timestamp.json``
-and ``root.json`` must be revalidated). In production any static HTTP server, CDN or object
-store serves the same two folders.
+and ``root.json`` must be revalidated). SIGINT and SIGTERM stop it cleanly (``kill``, systemd
+and Ctrl-C alike). In production any static HTTP server, CDN or object store serves the same
+two folders.
 """
 
 from __future__ import annotations
 
 import http.server
 import os
+import signal
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edge_runtime.ota.policy import METADATA_DIR, TARGETS_DIR
+from edge_runtime.service.signals import STOP_SIGNALS, Handler, installed
 from exporter.errors import PublishError
 from exporter.publish.repository import no_repository
 
@@ -94,6 +99,29 @@ def server_url(server: http.server.ThreadingHTTPServer) -> str:
     return f"http://{shown}:{port}/"
 
 
+@dataclass(frozen=True)
+class ServeResult:
+    """How :func:`serve` ended."""
+
+    url: str
+    #: the signal that stopped it (``SIGTERM``, ``SIGINT``); ``None``: it served ``max_requests``
+    signal: str | None = None
+
+
+class _Stopped(BaseException):
+    """Raised in the main thread by the stop signals' handler, to leave the request loop at
+    once. A BaseException, like KeyboardInterrupt, so that the server's ``except Exception``
+    around the handling of a request does not take it for a failed request."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_stopped(signum: int) -> None:
+    raise _Stopped(signum)
+
+
 def serve(
     repo: str | os.PathLike[str],
     host: str = "127.0.0.1",
@@ -102,23 +130,39 @@ def serve(
     max_requests: int | None = None,
     quiet: bool = False,
     announce: Callable[[str], None] = print,
-) -> int:
-    """Serve the repository until interrupted (or for ``max_requests`` requests).
+) -> ServeResult:
+    """Serve the repository until SIGINT or SIGTERM (or for ``max_requests`` requests).
+
+    ``announce`` is called with the URL once the server listens and a signal stops it. Signals
+    are caught only when this runs on the main thread (Python delivers them there only); the
+    previous handlers are back when it returns. After ``max_requests`` it returns once those
+    requests are answered; after a signal it does not wait for requests in flight (a client
+    sees a short file, which python-tuf refuses by its length and hash).
 
     Raises:
         PublishError: no repository, or the address cannot be bound.
     """
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    handlers: dict[int, Handler] = (
+        {signum: _raise_stopped for signum in STOP_SIGNALS} if on_main_thread else {}
+    )
     with make_server(repo, host, port, quiet=quiet) as server:
-        announce(server_url(server))
+        if max_requests is not None:
+            # Each request is answered in a thread of its own; closing the server waits for
+            # these, so the last ones are answered before the process that asked for N exits.
+            server.daemon_threads = False
+        url = server_url(server)
         try:
-            if max_requests is None:
-                server.serve_forever()
-            else:
-                for _ in range(max_requests):
-                    server.handle_request()
-        except KeyboardInterrupt:
-            pass
-    return 0
+            with installed(handlers):
+                announce(url)
+                if max_requests is None:
+                    server.serve_forever()
+                else:
+                    for _ in range(max_requests):
+                        server.handle_request()
+        except _Stopped as stop:
+            return ServeResult(url, signal.Signals(stop.signum).name)
+    return ServeResult(url)
 
 
-__all__ = ["make_server", "serve", "server_url"]
+__all__ = ["ServeResult", "make_server", "serve", "server_url"]

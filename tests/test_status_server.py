@@ -3,18 +3,30 @@ metrics fed by the runtime status, and a server that outlives pipeline runs and 
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import http.client
 import json
+import socket
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
 from edge_runtime.address import parse_address
 from edge_runtime.errors import ConfigError, ServiceError
 from edge_runtime.pipeline import Pipeline
-from edge_runtime.service.status_server import StatusServer, health
+from edge_runtime.service.status_server import (
+    ENDPOINTS,
+    RateLimiter,
+    RenderCache,
+    StatusServer,
+    health,
+)
 from edge_runtime.status import RuntimeStatus
 from tests.fakes_io import FakeClock, listening_socket, prediction, wait_until
 from tests.test_pipeline import EchoModel, GatedSource, ListSink, ListSource, TopOne
@@ -58,7 +70,8 @@ def test_serves_health_status_latest_and_metrics() -> None:
     status = RuntimeStatus(clock=clock)
     status.set_model({"name": "traffic-signs", "version": 3, "backend": "litert"})
     status.set_source({"uri": "camera:0", "live": True}, lambda: {"dropped": 5, "reconnects": 1})
-    server = StatusServer.at("127.0.0.1:0", status, stale_after_s=2.0)
+    # refresh_s=0: every request sees the status as it is now (the page cache has its own test).
+    server = StatusServer.at("127.0.0.1:0", status, stale_after_s=2.0, refresh_s=0)
     with server:
         base = server.url
         assert server.port != 0
@@ -129,7 +142,10 @@ def test_serves_health_status_latest_and_metrics() -> None:
 
 def test_two_servers_keep_separate_metrics() -> None:
     first_status, second_status = RuntimeStatus(), RuntimeStatus()
-    with StatusServer(first_status, port=0) as first, StatusServer(second_status, port=0) as second:
+    with (
+        StatusServer(first_status, port=0, refresh_s=0) as first,
+        StatusServer(second_status, port=0, refresh_s=0) as second,
+    ):
         first_status.record(prediction(0))
         assert "edge_classify_frames_total 1.0" in get(first.url + "/metrics")[2]
         assert "edge_classify_frames_total 0.0" in get(second.url + "/metrics")[2]
@@ -160,7 +176,7 @@ def test_port_in_use_is_one_line_service_error() -> None:
 def test_the_server_outlives_pipeline_runs_and_model_swaps() -> None:
     status = RuntimeStatus()
     status.set_section("update", {"state": "idle", "active": 1})
-    with StatusServer(status, port=0) as server:
+    with StatusServer(status, port=0, refresh_s=0) as server:
         # Before any pipeline (a slow model load): the server answers, not healthy yet.
         assert json.loads(get(server.url + "/healthz")[2])["reason"] == "pipeline is starting"
 
@@ -189,3 +205,186 @@ def test_the_server_outlives_pipeline_runs_and_model_swaps() -> None:
         samples = samples_of(get(server.url + "/metrics")[2])
         assert samples[("edge_classify_frames_total", ())] == 10
         assert json.loads(get(server.url + "/status")[2])["frames"] == 10
+
+
+# -- limits: idle and slow clients, thread cap, page cache, rate ---------------------------------
+def handler_threads() -> int:
+    return sum(t.name.endswith("(process_request_thread)") for t in threading.enumerate())
+
+
+def read_all(sock: socket.socket, timeout: float = 10.0) -> bytes:
+    """Everything the server sends until it closes the connection (bounded by ``timeout``)."""
+    sock.settimeout(timeout)
+    data = b""
+    while chunk := sock.recv(4096):
+        data += chunk
+    return data
+
+
+def test_idle_connections_are_cut_after_the_timeout_and_extra_ones_refused() -> None:
+    status = RuntimeStatus()
+    server = StatusServer(
+        status, port=0, max_connections=3, request_timeout_s=0.3, max_requests_per_s=0
+    )
+    with server, contextlib.ExitStack() as stack:
+        idle = [
+            stack.enter_context(socket.create_connection(("127.0.0.1", server.port)))
+            for _ in range(12)
+        ]
+        # Three are being served (one thread each, waiting for a request that never comes);
+        # the server answers the other nine 503 at once and closes them, without a thread.
+        assert wait_until(lambda: server.active_connections == 3)
+        answers = [read_all(sock) for sock in idle]
+        refused = [a for a in answers if a.startswith(b"HTTP/1.0 503")]
+        cut = [a for a in answers if a == b""]
+        assert (len(refused), len(cut)) == (9, 3)
+        assert b"Retry-After: 1" in refused[0] and b"Server: edge-runtime\r\n" in refused[0]
+        assert wait_until(lambda: server.active_connections == 0 and handler_threads() == 0)
+        assert get(server.url + "/healthz")[0] == 503  # and the server still answers
+
+
+def test_a_request_trickled_byte_by_byte_is_cut_at_its_deadline() -> None:
+    status = RuntimeStatus()
+    with StatusServer(status, port=0, request_timeout_s=0.5) as server:
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            assert wait_until(lambda: server.active_connections == 1)
+            request = b"GET /status HTTP/1.0\r\n" + b"X-Padding: " + b"a" * 10_000
+            sent = 0
+            try:
+                # One byte every 20 ms would take 200 s; each byte is within any idle timeout.
+                for byte in request:
+                    sock.sendall(bytes([byte]))
+                    sent += 1
+                    time.sleep(0.02)
+                    if server.active_connections == 0:
+                        break
+            except OSError:  # reset by the server
+                pass
+            # Cut after about 0.5 s of it: 25 bytes; the bound leaves room for a slow machine.
+            assert 1 < sent < 2_000
+            assert wait_until(lambda: server.active_connections == 0)
+
+
+def test_pages_are_rendered_once_per_refresh_period_for_any_number_of_clients() -> None:
+    clock = FakeClock()
+    status = RuntimeStatus(clock=clock)
+    snapshots = 0
+    real_snapshot = status.snapshot
+
+    def counting_snapshot() -> dict:
+        nonlocal snapshots
+        snapshots += 1
+        return real_snapshot()
+
+    status.snapshot = counting_snapshot  # type: ignore[method-assign]
+    with StatusServer(status, port=0, refresh_s=1.0, clock=clock) as server:
+        status.record(prediction(0))
+        bodies = {get(server.url + "/metrics")[2] for _ in range(20)}
+        assert len(bodies) == 1 and "edge_classify_frames_total 1.0" in bodies.pop()
+        assert server.cache.renders == 1 and snapshots == 1  # 20 clients, one render
+        status.record(prediction(1))
+        clock.advance(0.5)
+        assert "edge_classify_frames_total 1.0" in get(server.url + "/metrics")[2]  # cached
+        clock.advance(0.6)
+        assert "edge_classify_frames_total 2.0" in get(server.url + "/metrics")[2]
+        assert server.cache.renders == 2
+        for _ in range(5):  # each page is cached on its own
+            get(server.url + "/status")
+            get(server.url + "/healthz")
+        assert server.cache.renders == 4
+
+
+def test_render_cache_renders_once_for_concurrent_requests() -> None:
+    clock = FakeClock()
+    cache = RenderCache(1.0, clock)
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_render() -> str:
+        entered.set()
+        release.wait(5)
+        return "page"
+
+    results: list[str] = []
+    first = threading.Thread(target=lambda: results.append(cache.get("/metrics", slow_render)))
+    first.start()
+    assert entered.wait(5)
+    waiting = [
+        threading.Thread(target=lambda: results.append(cache.get("/metrics", slow_render)))
+        for _ in range(5)
+    ]
+    for thread in waiting:
+        thread.start()
+    release.set()
+    for thread in [first, *waiting]:
+        thread.join(5)
+    assert results == ["page"] * 6 and cache.renders == 1
+
+
+def test_rate_limiter_allows_a_burst_then_spaces_requests() -> None:
+    clock = FakeClock(start=0.0)
+    limiter = RateLimiter(10.0, burst=3, clock=clock)
+    assert [limiter.reserve() for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert [round(limiter.reserve(), 6) for _ in range(2)] == [0.1, 0.2]
+    clock.advance(10.0)  # idle for long: the bucket refills up to the burst, not beyond
+    assert [round(limiter.reserve(), 6) for _ in range(4)] == [0.0, 0.0, 0.0, 0.1]
+    assert RateLimiter(0, burst=1, clock=clock).reserve() == 0.0  # no limit
+
+
+def test_the_accepting_thread_is_paced_by_the_rate_limit() -> None:
+    status = RuntimeStatus()
+    with StatusServer(status, port=0, max_requests_per_s=1000.0, refresh_s=0) as server:
+        waits: list[float] = []
+        server._limiter = RateLimiter(1.0, burst=1, clock=lambda: 0.0)  # frozen: always late
+        real_wait = server._closing.wait
+        server._closing.wait = lambda delay: waits.append(delay) or real_wait(0)  # type: ignore
+        for _ in range(3):
+            assert get(server.url + "/healthz")[0] == 503
+        # The first had the burst's token; the others waited their turn (the test skips it).
+        assert waits == [1.0, 2.0]
+
+
+# -- what the server says ------------------------------------------------------------------------
+def test_head_answers_like_get_without_a_body_and_other_methods_are_refused() -> None:
+    status = RuntimeStatus()
+    status.set_state("running")
+    status.record(prediction(0))
+    with StatusServer(status, port=0, refresh_s=0) as server:
+        for path in ENDPOINTS:
+            get_code, _, get_body = get(server.url + path)
+            connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+            connection.request("HEAD", path)
+            response = connection.getresponse()
+            assert response.status == get_code == 200
+            assert response.read() == b""
+            # The length of the GET body (the same page; /status differs only in its uptime).
+            assert abs(int(response.headers["Content-Length"]) - len(get_body)) <= 4
+            assert response.headers["Server"] == "edge-runtime"
+            connection.close()
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+        connection.request("POST", "/status", body=b"{}")
+        response = connection.getresponse()
+        assert response.status == 405 and response.headers["Allow"] == "GET, HEAD"
+        assert response.headers["Server"] == "edge-runtime"
+        connection.close()
+
+
+def test_status_shows_file_names_not_paths_unless_asked() -> None:
+    home = str(Path.home())
+    status = RuntimeStatus()
+    status.set_model({"name": "signs", "path": f"{home}/models/signs.tar", "artifact": "m.tflite"})
+    status.set_source({"uri": f"{home}/pictures/cameras", "live": False})
+    status.set_state("failed", f"cannot read {home}/pictures/cameras/x.png")
+    status.record(dataclasses.replace(prediction(0), source=f"{home}/pictures/cameras"))
+    with StatusServer(status, port=0, refresh_s=0) as server:
+        snapshot = json.loads(get(server.url + "/status")[2])
+        assert snapshot["model"]["path"] == "signs.tar"
+        assert snapshot["source"]["uri"] == "cameras"
+        assert snapshot["latest"]["source"] == "cameras"
+        assert snapshot["message"] == "cannot read ~/pictures/cameras/x.png"
+        assert json.loads(get(server.url + "/latest")[2])["source"] == "cameras"
+        if home != "/":
+            assert home not in get(server.url + "/metrics")[2]
+            assert home not in get(server.url + "/healthz")[2]
+    with StatusServer(status, port=0, refresh_s=0, full_paths=True) as server:
+        snapshot = json.loads(get(server.url + "/status")[2])
+        assert snapshot["model"]["path"] == f"{home}/models/signs.tar"

@@ -22,6 +22,7 @@ from typing import Any
 
 from edge_runtime import __version__
 from edge_runtime.errors import EdgeRuntimeError
+from edge_runtime.redaction import redact
 from edge_runtime.terminal import PrintableFormatter, printable
 
 #: subcommand modules, in the order ``--help`` lists them
@@ -127,8 +128,8 @@ def run_parser(
     Errors of the ``errors`` types become one line on stderr and exit code 1, Ctrl-C exit code
     130, SIGTERM exit code 143 once everything is cleaned up, a closed output pipe exit code 0;
     no subcommand prints the help and returns 2. Messages and log lines go through
-    :func:`edge_runtime.terminal.printable`: they quote labels and file names, which may hold
-    terminal escape sequences.
+    :func:`edge_runtime.terminal.printable` (they quote labels and file names, which may hold
+    terminal escape sequences) and have the credentials of URIs redacted.
     """
     args = parser.parse_args(argv)
     log_handler = logging.StreamHandler()
@@ -144,7 +145,7 @@ def run_parser(
         with _terminate_by_unwinding():
             return int(handler(args) or 0)
     except errors as exc:
-        print(f"{parser.prog}: error: {printable(exc)}", file=sys.stderr)
+        print(f"{parser.prog}: error: {printable(redact(str(exc)))}", file=sys.stderr)
         return 1
     except Terminated:
         print(f"{parser.prog}: terminated", file=sys.stderr)

@@ -15,6 +15,8 @@ import logging
 import re
 from typing import Any
 
+from edge_runtime.redaction import RedactingFormatter
+
 # C0 controls, DEL and C1 controls (U+009B is a one-character escape introducer on some
 # terminals); the bidirectional embeddings, overrides and isolates; the line and paragraph
 # separators, which some terminals and log viewers break lines at; lone surrogates (JSON can
@@ -49,9 +51,9 @@ def json_text(value: Any, **options: Any) -> str:
     return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
-class PrintableFormatter(logging.Formatter):
+class PrintableFormatter(RedactingFormatter):
     """A log formatter whose messages go through :func:`printable` (tracebacks stay as they
-    are: their line breaks are real)."""
+    are: their line breaks are real), with the credentials of URIs redacted from the whole line."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         return printable(super().formatMessage(record))

@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     """
     from edge_runtime.config import load_config
     from edge_runtime.errors import ConfigError, EdgeRuntimeError
+    from edge_runtime.redaction import redact
     from edge_runtime.sources import source_kind
     from edge_runtime.terminal import printable
     from edge_runtime.wiring import check_runnable
@@ -52,8 +53,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.config}: {exc}") from None
     kind = source_kind(config.source.uri)
     if args.json:
-        print(json.dumps(config.model_dump(mode="json"), indent=2))
+        print(redact(json.dumps(config.model_dump(mode="json"), indent=2)))
     else:
-        ok = f"{args.config}: ok (model {config.model.path}, {kind} source {config.source.uri})"
+        source = redact(config.source.uri)
+        ok = f"{args.config}: ok (model {config.model.path}, {kind} source {source})"
         print(printable(ok))
     return 0

@@ -213,6 +213,7 @@ def run_command(args: argparse.Namespace) -> int:
     Raises:
         EdgeRuntimeError: bad options, a model or source that cannot be opened, a taken port.
     """
+    from edge_runtime.redaction import redact
     from edge_runtime.service.signals import stop_on_signals
     from edge_runtime.service.status_server import StatusServer
     from edge_runtime.sinks.console import ConsoleConfig
@@ -234,7 +235,7 @@ def run_command(args: argparse.Namespace) -> int:
             version = f" v{info['version']}" if info.get("version") else ""
             banner = (
                 f"edge-runtime: {name}{version} [{info.get('artifact', '')} on "
-                f"{info.get('backend', '?')}] <- {config.source.uri}"
+                f"{info.get('backend', '?')}] <- {redact(config.source.uri)}"
             )
             print(printable(banner), flush=True)
         with stop_on_signals(pipeline):

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from edge_runtime.redaction import redact
 from edge_runtime.types import Frame
 
 
@@ -51,9 +52,13 @@ class Source(abc.ABC):
 
     ``stills`` sources deliver unrelated still pictures (image files) rather than consecutive
     frames of one scene, so decisions are not debounced across them by default.
+
+    ``uri`` is what people see (messages, logs, /status, each frame's ``source``): assigning it
+    keeps the real URI in ``location``, for opening, and shows it with its credentials redacted.
     """
 
-    uri: str = ""
+    _location: str = ""
+    _shown: str = ""
     live: bool = False
     stills: bool = False
     Options: ClassVar[type[SourceOptions]] = SourceOptions
@@ -61,6 +66,20 @@ class Source(abc.ABC):
     def __init__(self) -> None:
         self.stats = SourceStats()
         self._lock = threading.Lock()
+
+    @property
+    def uri(self) -> str:
+        """The source's URI as shown: passwords and secret parameters redacted."""
+        return self._shown
+
+    @uri.setter
+    def uri(self, value: str) -> None:
+        self._location, self._shown = value, redact(value)
+
+    @property
+    def location(self) -> str:
+        """The URI as given, credentials included: for opening the source, never for showing."""
+        return self._location
 
     def open(self) -> None:
         """Open the device or file. Raises SourceError when it cannot be opened."""

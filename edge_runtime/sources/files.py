@@ -97,7 +97,7 @@ class ImageFilesSource(Source):
             SourceError: nothing exists at the path, or it holds no files.
         """
         if self._paths is None:
-            self._paths = list_image_candidates(self.uri)
+            self._paths = list_image_candidates(self.location)
 
     def read(self, timeout: float | None = None) -> Frame | None:
         """The next decodable image; None after the last one (unless ``loop``).

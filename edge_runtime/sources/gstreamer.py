@@ -11,6 +11,7 @@ import cv2
 from pydantic import Field
 
 from edge_runtime.errors import ConfigError, SourceError
+from edge_runtime.redaction import redact
 from edge_runtime.sources.live import LiveOptions
 from edge_runtime.sources.opencv import OpenCVCaptureSource
 
@@ -94,7 +95,7 @@ class GStreamerSource(OpenCVCaptureSource):
         if scheme == "csi":
             sensor = rest.lstrip("/") or "0"
             if not sensor.isdigit():
-                raise ConfigError(f"'{uri}' names no CSI sensor: use csi://0, csi://1, ...")
+                raise ConfigError(f"'{self.uri}' names no CSI sensor: use csi://0, csi://1, ...")
             self.pipeline = csi_pipeline(
                 int(sensor), width=width, height=height, fps=fps, flip=flip, sensor_mode=sensor_mode
             )
@@ -102,7 +103,7 @@ class GStreamerSource(OpenCVCaptureSource):
             self.pipeline = rest.strip()
             if "appsink" not in self.pipeline:
                 raise ConfigError(
-                    f"the GStreamer pipeline in '{uri}' must end in appsink "
+                    f"the GStreamer pipeline in '{self.uri}' must end in appsink "
                     "(e.g. gst:videotestsrc ! videoconvert ! appsink drop=1 max-buffers=1)"
                 )
         self._build_information = build_information
@@ -119,8 +120,8 @@ class GStreamerSource(OpenCVCaptureSource):
     def _unreachable(self) -> str:
         return (
             f"cannot start the GStreamer pipeline for {self.uri}: check the camera is connected "
-            f"and try the pipeline with gst-launch-1.0 ({self.pipeline})"
+            f"and try the pipeline with gst-launch-1.0 ({redact(self.pipeline)})"
         )
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "pipeline": self.pipeline}
+        return {**super().describe(), "pipeline": redact(self.pipeline)}

@@ -6,7 +6,6 @@ import logging
 import os
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import cv2
 from pydantic import Field
@@ -18,18 +17,6 @@ log = logging.getLogger(__name__)
 
 #: OpenCV reads FFmpeg demuxer options from this variable when a capture opens.
 FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
-
-
-def redact_url(url: str) -> str:
-    """The URL without its password, fit for logs, errors and /status."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    netloc = f"{parts.username}:***@{host}" if parts.username else host
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 class NetworkOptions(LiveOptions):
@@ -65,14 +52,13 @@ class NetworkStreamSource(OpenCVCaptureSource):
         read_timeout_s: float = 10.0,
         **options: Any,
     ) -> None:
-        super().__init__(redact_url(uri), **options)
-        self._url = uri
+        super().__init__(uri, **options)
         self.rtsp_tcp = rtsp_tcp
         self.open_timeout_s = open_timeout_s
         self.read_timeout_s = read_timeout_s
 
     def _open_args(self) -> tuple[int | str, int, Sequence[int]]:
-        if self._url.startswith("rtsp") and self.rtsp_tcp:
+        if self.location.startswith("rtsp") and self.rtsp_tcp:
             if os.environ.setdefault(FFMPEG_OPTIONS_ENV, "rtsp_transport;tcp") != (
                 "rtsp_transport;tcp"
             ):
@@ -83,7 +69,7 @@ class NetworkStreamSource(OpenCVCaptureSource):
             cv2.CAP_PROP_READ_TIMEOUT_MSEC,
             int(self.read_timeout_s * 1000),
         )
-        return self._url, cv2.CAP_FFMPEG, params
+        return self.location, cv2.CAP_FFMPEG, params
 
     def _unreachable(self) -> str:
         return (

@@ -63,9 +63,9 @@ class VideoFileSource(Source):
             return
         if self._closed:
             raise SourceError(f"{self.uri}: the source was closed; open a new one")
-        if not Path(self.uri).is_file():
+        if not Path(self.location).is_file():
             raise SourceError(f"no such video file: {self.uri}")
-        cap = self._factory(self.uri)
+        cap = self._factory(self.location)
         if not cap.isOpened():
             cap.release()
             raise SourceError(

@@ -17,8 +17,8 @@ examples:
 
 --json prints one object per image:
   {"image": "bird.bmp", "top": [{"index": 20, "label": "chickadee", "score": 0.51}, ...]}
-Scores are probabilities. An unreadable image is reported on stderr and skipped; the exit code is
-then 1.
+Scores are probabilities. An unreadable image, or one declaring more than --max-pixels pixels, is
+reported on stderr and skipped; the exit code is then 1.
 """
 
 
@@ -102,6 +102,12 @@ def register(subparsers: Any) -> None:
         "--top-k", "-k", type=int, default=5, metavar="K", help="classes per image (default: 5)"
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per image")
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        metavar="N",
+        help="skip images declaring more pixels, before decoding them (default: 50000000)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -122,16 +128,20 @@ def run(args: argparse.Namespace) -> int:
         EdgeRuntimeError: the model cannot be loaded or run, or a bad option.
     """
     from edge_runtime.errors import ConfigError, PreprocessError
-    from edge_runtime.imageio import read_image
+    from edge_runtime.imageio import DEFAULT_MAX_PIXELS, read_image
     from edge_runtime.terminal import json_text, printable
 
     if args.top_k < 1:
         raise ConfigError(f"--top-k must be at least 1, got {args.top_k}")
+    max_pixels = DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels
+    if max_pixels < 1:
+        raise ConfigError(f"--max-pixels must be at least 1, got {max_pixels}")
     failures = 0
     with load_model_from_args(args) as model:
-        for number, path in enumerate(args.images):
+        shown = 0
+        for path in args.images:
             try:
-                image = read_image(path)
+                image = read_image(path, max_pixels=max_pixels)
             except PreprocessError as exc:
                 print(f"edge-runtime: error: {printable(exc)}", file=sys.stderr, flush=True)
                 failures += 1
@@ -147,7 +157,8 @@ def run(args: argparse.Namespace) -> int:
                 }
                 print(json_text(record), flush=True)
             else:
-                if number:
+                if shown:
                     print()
                 print(_table(path, top), flush=True)
+            shown += 1
     return 1 if failures else 0

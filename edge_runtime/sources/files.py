@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import Field
 
 from edge_runtime.errors import PreprocessError, SourceError
-from edge_runtime.imageio import is_image_path, read_image
+from edge_runtime.imageio import DEFAULT_MAX_PIXELS, is_image_path, read_image
 from edge_runtime.sources.base import Source, SourceOptions
 from edge_runtime.types import Frame
 
@@ -66,25 +66,40 @@ class ImageFilesOptions(SourceOptions):
     truth_from_folder: bool = Field(
         False, description="Each image's truth is the name of the folder holding it."
     )
+    max_pixels: int = Field(
+        DEFAULT_MAX_PIXELS,
+        ge=1,
+        description="Images declaring more pixels are skipped before decoding (a small file "
+        "can declare gigabytes of pixels).",
+    )
 
 
 class ImageFilesSource(Source):
     """Every image of a file, folder (recursive) or glob, in sorted path order.
 
     A file that is not an image or cannot be decoded is skipped, counted in ``stats.corrupt`` and
-    logged as one line. Options: ``loop`` (start over at the end instead of stopping),
-    ``truth_from_folder`` (each image's ``truth`` is the name of the folder holding it, for
-    class-per-folder datasets such as ``gtsrb/stop/0001.png``).
+    logged as one line, and so is an image whose header declares more than ``max_pixels``
+    pixels (refused before it is decoded). Options: ``loop`` (start over at the end instead of
+    stopping), ``truth_from_folder`` (each image's ``truth`` is the name of the folder holding
+    it, for class-per-folder datasets such as ``gtsrb/stop/0001.png``), ``max_pixels``.
     """
 
     stills = True
     Options = ImageFilesOptions
 
-    def __init__(self, uri: str, *, loop: bool = False, truth_from_folder: bool = False) -> None:
+    def __init__(
+        self,
+        uri: str,
+        *,
+        loop: bool = False,
+        truth_from_folder: bool = False,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
         super().__init__()
         self.uri = uri
         self.loop = loop
         self.truth_from_folder = truth_from_folder
+        self.max_pixels = max_pixels
         self._paths: list[Path] | None = None
         self._position = 0
         self._index = 0
@@ -142,7 +157,7 @@ class ImageFilesSource(Source):
             reason = "not an image file"
         else:
             try:
-                return read_image(path)
+                return read_image(path, max_pixels=self.max_pixels)
             except PreprocessError as exc:
                 reason = str(exc).removeprefix(f"{path}: ")
         self._count(corrupt=1)

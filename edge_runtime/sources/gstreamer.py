@@ -12,8 +12,7 @@ from pydantic import Field
 
 from edge_runtime.errors import ConfigError, SourceError
 from edge_runtime.redaction import redact
-from edge_runtime.sources.live import LiveOptions
-from edge_runtime.sources.opencv import OpenCVCaptureSource
+from edge_runtime.sources.opencv import CaptureOptions, OpenCVCaptureSource
 
 NO_GSTREAMER_FIX = (
     "OpenCV here was built without GStreamer (the opencv-python wheels from PyPI are): use an "
@@ -58,7 +57,7 @@ def csi_pipeline(
     )
 
 
-class GStreamerOptions(LiveOptions):
+class GStreamerOptions(CaptureOptions):
     """Options of ``gst:<pipeline>`` and ``csi://N`` (the size and rate apply to ``csi://``)."""
 
     width: int = Field(1280, ge=1, description="CSI capture width.")

@@ -10,8 +10,7 @@ from typing import Any
 import cv2
 from pydantic import Field
 
-from edge_runtime.sources.live import LiveOptions
-from edge_runtime.sources.opencv import OpenCVCaptureSource
+from edge_runtime.sources.opencv import CaptureOptions, OpenCVCaptureSource
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +18,7 @@ log = logging.getLogger(__name__)
 FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 
 
-class NetworkOptions(LiveOptions):
+class NetworkOptions(CaptureOptions):
     """Options of ``rtsp://`` and ``http(s)://`` (MJPEG) streams."""
 
     rtsp_tcp: bool = Field(True, description="RTSP over TCP, which survives lossy Wi-Fi.")

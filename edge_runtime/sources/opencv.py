@@ -16,8 +16,9 @@ import numpy as np
 from pydantic import Field
 
 from edge_runtime.errors import ConfigError, SourceError
-from edge_runtime.imageio import to_rgb
+from edge_runtime.imageio import DEFAULT_MAX_PIXELS, to_rgb
 from edge_runtime.sources.live import Captured, LiveOptions, LiveSource
+from edge_runtime.sources.video import check_frame_size
 
 log = logging.getLogger(__name__)
 
@@ -72,18 +73,37 @@ def fourcc_code(fourcc: str) -> int:
     return int(cv2.VideoWriter.fourcc(*fourcc.upper()))
 
 
+class CaptureOptions(LiveOptions):
+    """Options every source read through OpenCV's VideoCapture takes."""
+
+    max_pixels: int = Field(
+        DEFAULT_MAX_PIXELS,
+        ge=1,
+        description="A stream whose frames are larger is refused when it opens.",
+    )
+
+
 class OpenCVCaptureSource(LiveSource):
     """A live source read through ``cv2.VideoCapture``; subclasses say what to open.
 
-    Options: ``capture_factory`` (default ``cv2.VideoCapture``; tests pass a fake) and every
+    Options: ``max_pixels`` (a device or stream whose frames are larger is refused when it
+    opens), ``capture_factory`` (default ``cv2.VideoCapture``; tests pass a fake) and every
     ``LiveSource`` option (reconnect back-off, clock, sleep).
     """
 
+    Options = CaptureOptions
+
     def __init__(
-        self, uri: str, *, capture_factory: CaptureFactory | None = None, **live: Any
+        self,
+        uri: str,
+        *,
+        capture_factory: CaptureFactory | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        **live: Any,
     ) -> None:
         super().__init__(uri, **live)
         self._factory: CaptureFactory = capture_factory or cv2.VideoCapture
+        self.max_pixels = max_pixels
         self._cap: VideoCaptureLike | None = None
 
     # What to open: (target, api preference, open parameters) and why it could fail.
@@ -105,7 +125,14 @@ class OpenCVCaptureSource(LiveSource):
         if not cap.isOpened():
             cap.release()
             raise SourceError(self._unreachable())
-        self._configure(cap)
+        try:
+            self._configure(cap)
+            width = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+            height = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+            check_frame_size(self.uri, width, height, self.max_pixels)
+        except SourceError:
+            cap.release()
+            raise
         self._cap = cap
 
     def _capture(self) -> Captured | None:
@@ -127,7 +154,7 @@ class OpenCVCaptureSource(LiveSource):
                 log.debug("%s: release failed: %s", self.uri, exc)
 
 
-class CameraOptions(LiveOptions):
+class CameraOptions(CaptureOptions):
     """Options of ``camera:N`` and ``v4l2:///dev/videoN``."""
 
     width: int | None = Field(None, ge=1, description="Frame width asked of the driver.")

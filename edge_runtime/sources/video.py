@@ -10,7 +10,7 @@ import cv2
 from pydantic import Field
 
 from edge_runtime.errors import SourceError
-from edge_runtime.imageio import to_rgb
+from edge_runtime.imageio import DEFAULT_MAX_PIXELS, to_rgb
 from edge_runtime.sources.base import Source, SourceOptions
 from edge_runtime.types import Frame
 
@@ -30,6 +30,22 @@ class VideoOptions(SourceOptions):
     """Options of a video file."""
 
     loop: bool = Field(False, description="Start over at the end instead of stopping.")
+    max_pixels: int = Field(
+        DEFAULT_MAX_PIXELS, ge=1, description="A video with larger frames is refused at open."
+    )
+
+
+def check_frame_size(what: str, width: int, height: int, max_pixels: int) -> None:
+    """Refuse a video whose declared frame size is over ``max_pixels`` (0 x 0: not known yet).
+
+    Raises:
+        SourceError: the frames are too large; the message names both sizes.
+    """
+    if width > 0 and height > 0 and width * height > max_pixels:
+        raise SourceError(
+            f"{what} has {width}x{height} frames ({width * height / 1e6:.1f} megapixels), over "
+            f"the limit of {max_pixels / 1e6:g} megapixels (option max_pixels)"
+        )
 
 
 class VideoFileSource(Source):
@@ -37,15 +53,24 @@ class VideoFileSource(Source):
 
     ``Frame.timestamp`` is when the frame was decoded (``time.monotonic()``);
     ``meta['position_ms']`` is its position in the video. Options: ``loop`` (start over at the end),
+    ``max_pixels`` (a video whose frames are larger is refused when it opens),
     ``capture_factory`` (replaces ``cv2.VideoCapture``).
     """
 
     Options = VideoOptions
 
-    def __init__(self, uri: str, *, loop: bool = False, capture_factory: Any = None) -> None:
+    def __init__(
+        self,
+        uri: str,
+        *,
+        loop: bool = False,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        capture_factory: Any = None,
+    ) -> None:
         super().__init__()
         self.uri = uri
         self.loop = loop
+        self.max_pixels = max_pixels
         self._factory = capture_factory or cv2.VideoCapture
         self._cap: Any = None
         self._index = 0
@@ -57,7 +82,8 @@ class VideoFileSource(Source):
         """Open the file.
 
         Raises:
-            SourceError: the file is missing or OpenCV cannot decode it.
+            SourceError: the file is missing, OpenCV cannot decode it, or its frames are over
+                ``max_pixels``.
         """
         if self._cap is not None:
             return
@@ -71,8 +97,17 @@ class VideoFileSource(Source):
             raise SourceError(
                 f"cannot decode video {self.uri}: unknown container or codec for this OpenCV"
             )
+        try:
+            width = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+            height = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+            check_frame_size(f"video {self.uri}", width, height, self.max_pixels)
+        except SourceError:
+            cap.release()
+            raise
         self._cap = cap
         self._info = {
+            "width": width,
+            "height": height,
             "fps": float(cap.get(cv2.CAP_PROP_FPS)),
             "frame_count": int(cap.get(cv2.CAP_PROP_FRAME_COUNT)),
         }

@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import importlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -143,7 +144,7 @@ def run_parser(
         return 2
     try:
         with _terminate_by_unwinding():
-            return int(handler(args) or 0)
+            code = int(handler(args) or 0)
     except errors as exc:
         print(f"{parser.prog}: error: {printable(redact(str(exc)))}", file=sys.stderr)
         return 1
@@ -154,7 +155,27 @@ def run_parser(
         print(f"{parser.prog}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into `head` and closed
+        discard_closed_stdout()
         return 0
+    discard_closed_stdout()
+    return code
+
+
+def discard_closed_stdout() -> None:
+    """When standard output's reader has gone (``| head -1``), point it at /dev/null, so that
+    the last flush of what is still buffered (the interpreter's, at exit) reports no broken pipe.
+    """
+    try:
+        sys.stdout.flush()
+        return
+    except BrokenPipeError:
+        pass
+    except (OSError, ValueError):  # closed or unusable: nothing left to protect
+        return
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # no file behind it (tests)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -44,6 +44,11 @@ class SinkError(EdgeRuntimeError):
     """A result sink cannot be opened."""
 
 
+class OutputClosedError(SinkError):
+    """A sink's output has no reader any more (standard output piped into ``head``, which has
+    exited): nothing more can be delivered there, so the run ends, as Unix tools do."""
+
+
 class MissingDependencyError(EdgeRuntimeError):
     """An optional dependency is not installed; the message names the extra that provides it."""
 

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edge_runtime.errors import EdgeRuntimeError, PreprocessError
+from edge_runtime.errors import EdgeRuntimeError, OutputClosedError, PreprocessError
 from edge_runtime.sinks.base import Sink
 from edge_runtime.sources.base import Source
 from edge_runtime.status import RuntimeStatus
@@ -96,6 +96,8 @@ class RunSummary:
     unknown: int
     skipped: int
     status: dict[str, Any] = field(default_factory=dict)
+    #: the run ended because a sink's reader went away (standard output piped into ``head``)
+    output_closed: bool = False
 
 
 @dataclass
@@ -141,6 +143,7 @@ class Pipeline:
         self._retiring: dict[int, tuple[PipelineModel, bool]] = {}
         self._skipped = 0
         self._producer_error: BaseException | None = None
+        self._closed_sinks: set[int] = set()
 
     # -- control ---------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -195,6 +198,7 @@ class Pipeline:
         """
         started = self._clock()
         self._stop.clear()
+        self._closed_sinks = set()
         self.status.set_state("starting")
         self.status.set_model(self._model.info)
         self.source.open()
@@ -236,6 +240,7 @@ class Pipeline:
             unknown=int(snapshot["unknown"]),
             skipped=self._skipped,
             status=snapshot,
+            output_closed=bool(self._closed_sinks),
         )
 
     def _source_stats(self) -> dict[str, Any]:
@@ -427,8 +432,16 @@ class Pipeline:
         latency["total"] = max(0.0, (done - frame.timestamp) * 1e3)
         prediction = dataclasses.replace(prediction, latency_ms=latency)
         for sink in self.sinks:
+            if id(sink) in self._closed_sinks:
+                continue
             try:
                 sink.emit(prediction, frame)
+            except OutputClosedError as exc:
+                # Nobody reads the output any more (`| head`): the run is over, as for any Unix
+                # tool writing into a closed pipe; the other sinks still get this frame.
+                self._closed_sinks.add(id(sink))
+                self._stop.set()
+                log.info("sink %s: %s; stopping", getattr(sink, "name", sink), exc)
             except Exception as exc:  # noqa: BLE001 - one failing sink must not stop the others
                 self.status.count_error(f"sink_{getattr(sink, 'name', 'unknown')}")
                 log.warning("sink %s failed: %s", getattr(sink, "name", sink), exc)

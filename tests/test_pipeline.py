@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 from collections.abc import Mapping
@@ -13,6 +14,8 @@ import pytest
 from edge_runtime.errors import PreprocessError, SourceError
 from edge_runtime.pipeline import Pipeline, PipelineOptions
 from edge_runtime.sinks.base import Sink, StatusProvider
+from edge_runtime.sinks.console import PrettySink
+from edge_runtime.sinks.jsonl import JsonLinesSink
 from edge_runtime.sources.base import Source
 from edge_runtime.types import Classification, Frame, Prediction
 
@@ -194,6 +197,40 @@ def test_failing_sink_does_not_stop_the_others() -> None:
     assert [p.frame_index for p in healthy.predictions] == [0, 1, 2]
     assert [p.frame_index for p in broken.predictions] == [0, 2]
     assert pipeline.status.snapshot()["errors"] == {"sink_list": 1}
+
+
+class ClosingPipe(io.StringIO):
+    """A stream whose reader goes away (``| head``) after ``lines`` lines."""
+
+    def __init__(self, lines: int) -> None:
+        super().__init__()
+        self.lines = lines
+
+    def write(self, text: str) -> int:
+        if self.getvalue().count("\n") >= self.lines:
+            raise BrokenPipeError(32, "Broken pipe")
+        return super().write(text)
+
+
+@pytest.mark.parametrize("pipelined", [True, False])
+def test_a_closed_output_ends_the_run_and_the_other_sinks_get_the_last_frame(
+    pipelined: bool,
+) -> None:
+    pipe, healthy = ClosingPipe(lines=2), ListSink()
+    pipeline = Pipeline(
+        ListSource(list(range(1, 1000))),
+        EchoModel("m"),
+        TopOne(),
+        [JsonLinesSink(stream=pipe), healthy, PrettySink(stream=pipe, interval_s=0)],
+        options=PipelineOptions(pipelined=pipelined),
+    )
+    summary = pipeline.run()  # ends by itself: the source holds 999 frames
+    assert summary.output_closed and summary.frames == 3
+    assert [p.frame_index for p in healthy.predictions] == [0, 1, 2]
+    snapshot = pipeline.status.snapshot()
+    # Stopped, not failed; no error counted, and the pretty sink's last line (at close, into the
+    # same closed pipe) is dropped quietly.
+    assert snapshot["state"] == "stopped" and snapshot["errors"] == {}
 
 
 def test_status_reaches_the_sinks() -> None:

@@ -19,7 +19,8 @@ examples:
 sources: synthetic:traffic-signs, synthetic:banknotes, camera:0, v4l2:///dev/video0, csi://0,
   gst:<pipeline>, rtsp://..., http(s)://... (MJPEG), picamera2:0, a video file, a folder of
   images or a glob. Options go after '?': synthetic:traffic-signs?seed=3&fps=30.
-Ctrl-C stops after the frame in hand and prints a summary.
+Ctrl-C stops after the frame in hand and prints a summary; a second Ctrl-C gives up at once
+(exit code 130). Piped into a reader that exits (`| head -1`), the run ends too (exit code 0).
 """
 
 
@@ -240,6 +241,8 @@ def run_command(args: argparse.Namespace) -> int:
             print(printable(banner), flush=True)
         with stop_on_signals(pipeline):
             summary = pipeline.run()
+    if summary.output_closed:
+        return 0  # piped into `head`, which has read what it wanted
     if summary.frames == 0:
         print("edge-runtime: no frame was classified", file=sys.stderr)
         return 1

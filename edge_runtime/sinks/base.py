@@ -11,12 +11,14 @@ third-party package is imported in ``open()``, never at module level.
 from __future__ import annotations
 
 import abc
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TextIO
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from edge_runtime.errors import OutputClosedError
 from edge_runtime.types import Frame, Prediction
 
 #: returns the runtime's status as a JSON-ready mapping (see edge_runtime.status.RuntimeStatus)
@@ -48,6 +50,34 @@ class Sink(abc.ABC):
 
     def close(self) -> None:
         """Flush and stop. Safe to call twice."""
+
+
+class LineWriter:
+    """Whole lines to a text stream, each flushed: ``stream``, or standard output as it is at
+    each write. When the reader has gone (a closed pipe) the first failed write raises
+    :class:`OutputClosedError`, which ends the run, and later lines are dropped (a sink's last
+    words at ``close``)."""
+
+    def __init__(self, stream: TextIO | None = None, what: str = "standard output") -> None:
+        self._stream = stream
+        self._what = what
+        self.closed = False
+
+    def write(self, text: str) -> None:
+        """Write ``text`` (a line with its newline) and flush it.
+
+        Raises:
+            OutputClosedError: the reader of the stream has gone (once; later writes drop).
+        """
+        if self.closed:
+            return
+        stream = self._stream if self._stream is not None else sys.stdout
+        try:
+            stream.write(text)
+            stream.flush()
+        except BrokenPipeError:
+            self.closed = True
+            raise OutputClosedError(f"nobody reads {self._what} any more") from None
 
 
 def selected(prediction: Prediction, every_frame: bool) -> bool:

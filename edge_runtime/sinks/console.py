@@ -6,14 +6,22 @@ sink prints events (the debounced label changes) as they happen and summarises t
 
 from __future__ import annotations
 
-import sys
+import contextlib
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, TextIO, get_args
 
 from pydantic import Field
 
-from edge_runtime.sinks.base import Flag, Sink, SinkConfig, SinkContext, StatusProvider
+from edge_runtime.errors import OutputClosedError
+from edge_runtime.sinks.base import (
+    Flag,
+    LineWriter,
+    Sink,
+    SinkConfig,
+    SinkContext,
+    StatusProvider,
+)
 from edge_runtime.terminal import printable
 from edge_runtime.types import Frame, Prediction
 
@@ -130,7 +138,7 @@ class PrettySink(Sink):
         show_events: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._stream = stream
+        self._out = LineWriter(stream)
         self.interval_s = interval_s
         self.show_events = show_events
         self._clock = clock
@@ -150,10 +158,8 @@ class PrettySink(Sink):
         self._latency_sums: dict[str, float] = {}
 
     def _write(self, line: str) -> None:
-        stream = self._stream if self._stream is not None else sys.stdout
         # Labels and truth (folder names) may hold terminal escape sequences: shown escaped.
-        stream.write(printable(line) + "\n")
-        stream.flush()
+        self._out.write(printable(line) + "\n")
 
     def open(self, status: StatusProvider | None = None) -> None:
         self._status = status
@@ -220,4 +226,5 @@ class PrettySink(Sink):
             return
         self._closed = True
         if self._started is not None and self._frames:
-            self._summary(self._clock(), final=True)
+            with contextlib.suppress(OutputClosedError):  # the run is over: nobody to tell
+                self._summary(self._clock(), final=True)

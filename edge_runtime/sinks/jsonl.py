@@ -8,14 +8,21 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from typing import TextIO
 
 from pydantic import Field
 
-from edge_runtime.errors import SinkError
-from edge_runtime.sinks.base import Flag, Sink, SinkConfig, SinkContext, StatusProvider, selected
+from edge_runtime.errors import OutputClosedError, SinkError
+from edge_runtime.sinks.base import (
+    Flag,
+    LineWriter,
+    Sink,
+    SinkConfig,
+    SinkContext,
+    StatusProvider,
+    selected,
+)
 from edge_runtime.types import Frame, Prediction
 
 
@@ -91,7 +98,7 @@ class JsonLinesSink(Sink):
         if max_bytes < 0 or keep < 0:
             raise SinkError("max_bytes and keep must not be negative")
         self.path = None if path is None or os.fspath(path) == "-" else Path(path)
-        self._stream = stream
+        self._out = LineWriter(stream)
         self.max_bytes = max_bytes
         self.keep = keep
         self.every_frame = every_frame
@@ -119,9 +126,7 @@ class JsonLinesSink(Sink):
             return
         line = json.dumps(prediction.to_dict(), separators=(",", ":")) + "\n"
         if self.path is None:
-            stream = self._stream if self._stream is not None else sys.stdout
-            stream.write(line)
-            stream.flush()
+            self._out.write(line)
         else:
             if self._file is None:
                 self.open()
@@ -129,8 +134,11 @@ class JsonLinesSink(Sink):
             if needs_rotation(self._size, encoded, self.max_bytes):
                 self._rotate()
             assert self._file is not None
-            self._file.write(line)
-            self._file.flush()
+            try:
+                self._file.write(line)
+                self._file.flush()
+            except BrokenPipeError:  # a FIFO whose reader has gone
+                raise OutputClosedError(f"nobody reads {self.path} any more") from None
             self._size += encoded
         self.lines += 1
 
@@ -149,4 +157,7 @@ class JsonLinesSink(Sink):
     def close(self) -> None:
         handle, self._file = self._file, None
         if handle is not None:
-            handle.close()
+            try:
+                handle.close()
+            except BrokenPipeError:  # the last flush, into a FIFO nobody reads: nothing is lost
+                pass

@@ -183,5 +183,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_parser(build_parser(), argv)
 
 
+def entry() -> None:
+    """The ``edge-runtime`` program: :func:`main`, then the process ends with its exit code in a
+    way that answers a Ctrl-C during the exit too (see ``service.signals.exit_process``)."""
+    from edge_runtime.service.signals import INTERRUPTED_EXIT_CODE, exit_process
+
+    try:
+        code = main()
+    except KeyboardInterrupt:  # a Ctrl-C after the command's own handling ended
+        print("edge-runtime: interrupted", file=sys.stderr)
+        code = INTERRUPTED_EXIT_CODE
+    except SystemExit as exc:  # argparse's --help, --version and usage errors
+        if exc.code is None or isinstance(exc.code, int):
+            code = exc.code or 0
+        else:  # sys.exit("message"), as Python itself reports it
+            print(exc.code, file=sys.stderr)
+            code = 1
+    exit_process(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,114 @@ def test_run_stops_cleanly_on_a_signal(onnx_bundle: Path, signum: int) -> None:
             process.kill()
     assert process.returncode == 0, err
     assert "done:" in out and err == ""
+
+
+# -- a second Ctrl-C, whenever it comes ----------------------------------------------------------
+# `python -c` with these lines runs `edge-runtime` (its console entry point) with one slow step
+# that announces itself on stderr, so that a test can send the second Ctrl-C right inside it.
+SLOW_STEP = {
+    # The pipeline winding down: the console sink's last flush takes its time.
+    "sink-close": (
+        "from edge_runtime.sinks import console\n"
+        "real_close = console.PrettySink.close\n"
+        "def close(self):\n"
+        "    print('slow step', file=sys.stderr, flush=True)\n"
+        "    time.sleep(30)\n"
+        "    real_close(self)\n"
+        "console.PrettySink.close = close\n"
+    ),
+    # After the command returned its exit code: the process's own exit (atexit callbacks).
+    "process-exit": (
+        "import atexit\n"
+        "atexit.register(lambda: (print('slow step', file=sys.stderr, flush=True), "
+        "time.sleep(30)))\n"
+    ),
+}
+
+
+def run_command(bundle: Path, slow_step: str | None = None, *extra: str) -> list[str]:
+    args = [
+        "run",
+        "--model",
+        str(bundle),
+        "--source",
+        "synthetic:banknotes?fps=50&width=64&height=48",
+        "--output",
+        "pretty",
+        "--status-interval",
+        "1000",
+        *extra,
+    ]
+    if slow_step is None:
+        return [sys.executable, "-m", "edge_runtime.cli", *args]
+    code = (
+        "import sys, time\n"
+        + SLOW_STEP[slow_step]
+        + f"sys.argv = ['edge-runtime', *{args!r}]\n"
+        + "from edge_runtime.cli import entry\n"
+        + "entry()\n"
+    )
+    return [sys.executable, "-c", code]
+
+
+def assert_ended_cleanly_or_interrupted(code: int, out: str, err: str) -> None:
+    """Exit 130 with the one line, or (when the second signal came after the process had ended,
+    or merged with the first) a clean stop; never killed by the signal, never a traceback."""
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    if code == 130:
+        assert err.strip().splitlines()[-1] == "edge-runtime: interrupted", err
+    else:
+        assert code == 0 and "done:" in out and err == "", (code, err)
+
+
+@pytest.mark.parametrize("gap_s", [0.0, 0.02, 0.05])
+def test_second_ctrl_c_soon_after_the_first(onnx_bundle: Path, gap_s: float) -> None:
+    process = subprocess.Popen(
+        run_command(onnx_bundle),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=onnx_bundle.parent,
+    )
+    try:
+        assert process.stdout is not None
+        assert "colours v2" in process.stdout.readline()  # the banner: the model is loaded
+        assert "->" in process.stdout.readline()  # frames are flowing
+        process.send_signal(signal.SIGINT)
+        time.sleep(gap_s)
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert_ended_cleanly_or_interrupted(process.returncode, out, err)
+
+
+@pytest.mark.parametrize("slow_step", ["sink-close", "process-exit"])
+def test_second_ctrl_c_mid_shutdown_is_interrupted(onnx_bundle: Path, slow_step: str) -> None:
+    process = subprocess.Popen(
+        run_command(onnx_bundle, slow_step, "--max-frames", "5"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=onnx_bundle.parent,
+    )
+    try:
+        assert process.stdout is not None and process.stderr is not None
+        assert "colours v2" in process.stdout.readline()
+        if slow_step == "sink-close":
+            assert "->" in process.stdout.readline()
+            process.send_signal(signal.SIGINT)  # the first: stop after the frame in hand
+        # Else the run ends by itself (--max-frames) and the process starts exiting.
+        for line in process.stderr:  # bounded by the test's timeout
+            if line.strip() == "slow step":
+                break
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "edge-runtime: interrupted"
+    assert "Traceback" not in err and "Exception ignored" not in err

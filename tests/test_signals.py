@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from edge_runtime.service.signals import STOP_SIGNALS, installed, stop_on_signals
+from tests.fakes_io import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -33,14 +34,30 @@ class Target:
 def test_first_signal_stops_second_gives_up_and_handlers_come_back() -> None:
     before = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
     target = Target()
-    with stop_on_signals(target):
+    given_up: list[str] = []
+    with stop_on_signals(target, on_give_up=lambda: given_up.append("now")):
         assert all(signal.getsignal(s) is not before[s] for s in STOP_SIGNALS)
-        os.kill(os.getpid(), signal.SIGTERM)  # delivered to this (main) thread before kill returns
-        assert target.stops == 1
-        with pytest.raises(KeyboardInterrupt):
-            os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert wait_until(lambda: target.stops == 1)  # on the watcher thread, moments later
+        os.kill(os.getpid(), signal.SIGINT)
+        assert wait_until(lambda: given_up == ["now"])
         assert target.stops == 1
     assert {signum: signal.getsignal(signum) for signum in STOP_SIGNALS} == before
+    assert not any(t.name == "signal watcher" for t in threading.enumerate())
+
+
+def test_handlers_may_take_locks_the_interrupted_thread_holds() -> None:
+    # A stop handler sets an Event, whose lock the main thread may hold when the signal comes
+    # (it stops the pipeline the same way). In the signal context that was a deadlock.
+    lock = threading.Lock()
+    stopped = threading.Event()
+    with installed({signal.SIGUSR1: lambda signum: (lock.acquire(), stopped.set())}):
+        with lock:
+            os.kill(os.getpid(), signal.SIGUSR1)
+            time.sleep(0.05)  # the handler is waiting for the lock, not deadlocked with us
+            assert not stopped.is_set()
+        assert stopped.wait(5)
+    lock.release()
 
 
 def test_extra_handlers_plug_in_and_are_restored_after_an_error() -> None:
@@ -50,7 +67,7 @@ def test_extra_handlers_plug_in_and_are_restored_after_an_error() -> None:
     with pytest.raises(RuntimeError, match="boom"):
         with stop_on_signals(target, extra={signal.SIGHUP: reloads.append}):
             os.kill(os.getpid(), signal.SIGHUP)
-            assert reloads == [signal.SIGHUP] and target.stops == 0
+            assert wait_until(lambda: reloads == [signal.SIGHUP]) and target.stops == 0
             raise RuntimeError("boom")
     assert signal.getsignal(signal.SIGHUP) is before
 
@@ -119,6 +136,19 @@ SLOW_STEP = {
         "    real_close(self)\n"
         "console.PrettySink.close = close\n"
     ),
+    # A sink whose close ignores KeyboardInterrupt (a stubborn library): the deadline ends it.
+    "stubborn-close": (
+        "from edge_runtime.sinks import console\n"
+        "def close(self):\n"
+        "    print('slow step', file=sys.stderr, flush=True)\n"
+        "    end = time.monotonic() + 30\n"
+        "    while time.monotonic() < end:\n"
+        "        try:\n"
+        "            time.sleep(0.05)\n"
+        "        except KeyboardInterrupt:\n"
+        "            pass\n"
+        "console.PrettySink.close = close\n"
+    ),
     # After the command returned its exit code: the process's own exit (atexit callbacks).
     "process-exit": (
         "import atexit\n"
@@ -153,6 +183,28 @@ def run_command(bundle: Path, slow_step: str | None = None, *extra: str) -> list
     return [sys.executable, "-c", code]
 
 
+def communicate(process: subprocess.Popen[str], timeout: float = 30) -> tuple[str, str]:
+    """The process's output once it has ended; if it hangs instead, fail with its threads'
+    stacks (faulthandler, which PYTHONFAULTHANDLER turns on, prints them on SIGABRT)."""
+    try:
+        return process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)
+        _, err = process.communicate(timeout=30)
+        pytest.fail(f"the process hung; its threads:\n{err}")
+
+
+def start(command: list[str], cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"},
+    )
+
+
 def assert_ended_cleanly_or_interrupted(code: int, out: str, err: str) -> None:
     """Exit 130 with the one line, or (when the second signal came after the process had ended,
     or merged with the first) a clean stop; never killed by the signal, never a traceback."""
@@ -165,13 +217,7 @@ def assert_ended_cleanly_or_interrupted(code: int, out: str, err: str) -> None:
 
 @pytest.mark.parametrize("gap_s", [0.0, 0.02, 0.05])
 def test_second_ctrl_c_soon_after_the_first(onnx_bundle: Path, gap_s: float) -> None:
-    process = subprocess.Popen(
-        run_command(onnx_bundle),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=onnx_bundle.parent,
-    )
+    process = start(run_command(onnx_bundle), onnx_bundle.parent)
     try:
         assert process.stdout is not None
         assert "colours v2" in process.stdout.readline()  # the banner: the model is loaded
@@ -180,26 +226,20 @@ def test_second_ctrl_c_soon_after_the_first(onnx_bundle: Path, gap_s: float) -> 
         time.sleep(gap_s)
         if process.poll() is None:
             process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=30)
+        out, err = communicate(process)
     finally:
         if process.poll() is None:
             process.kill()
     assert_ended_cleanly_or_interrupted(process.returncode, out, err)
 
 
-@pytest.mark.parametrize("slow_step", ["sink-close", "process-exit"])
+@pytest.mark.parametrize("slow_step", ["sink-close", "stubborn-close", "process-exit"])
 def test_second_ctrl_c_mid_shutdown_is_interrupted(onnx_bundle: Path, slow_step: str) -> None:
-    process = subprocess.Popen(
-        run_command(onnx_bundle, slow_step, "--max-frames", "5"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=onnx_bundle.parent,
-    )
+    process = start(run_command(onnx_bundle, slow_step, "--max-frames", "5"), onnx_bundle.parent)
     try:
         assert process.stdout is not None and process.stderr is not None
         assert "colours v2" in process.stdout.readline()
-        if slow_step == "sink-close":
+        if slow_step != "process-exit":
             assert "->" in process.stdout.readline()
             process.send_signal(signal.SIGINT)  # the first: stop after the frame in hand
         # Else the run ends by itself (--max-frames) and the process starts exiting.
@@ -207,7 +247,7 @@ def test_second_ctrl_c_mid_shutdown_is_interrupted(onnx_bundle: Path, slow_step:
             if line.strip() == "slow step":
                 break
         process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=30)
+        out, err = communicate(process)
     finally:
         if process.poll() is None:
             process.kill()

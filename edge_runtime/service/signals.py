@@ -2,8 +2,16 @@
 
 ``with stop_on_signals(pipeline):`` installs the handlers and restores the previous ones after,
 whatever happens. Further signals plug in through ``extra`` (the daemon maps SIGHUP to a
-reload). Handlers run on the main thread between two bytecodes, so they only set flags and call
-quick methods; the work happens in the threads that see those flags.
+reload).
+
+The handlers do not run in the interpreter's signal context. There, Python code runs between
+any two bytecodes of the main thread, even inside ``threading`` primitives (a second Ctrl-C
+nested in the first one's ``Event.set()`` waited for the lock that call held: a hang), and an
+exception raised there can leave a lock taken. So the interpreter-level handler only writes the
+signal's number into a pipe, and a watcher thread reads it and calls the handlers, which may
+then take locks like any other code. A second stop signal gives up: "interrupted", the atexit
+callbacks (temporary-directory finalizers, logging), exit code 130; a third ends the process
+from the signal context at once, should the watcher be stuck.
 
 :func:`exit_process` ends a command-line process so that a Ctrl-C arriving while it exits (the
 second one, just after the first stopped the run) is still answered with "interrupted" and exit
@@ -13,6 +21,8 @@ code 130, instead of killing the process silently.
 from __future__ import annotations
 
 import atexit
+import itertools
+import logging
 import os
 import signal
 import sys
@@ -22,8 +32,12 @@ from contextlib import contextmanager, suppress
 from types import FrameType
 from typing import NoReturn, Protocol
 
+log = logging.getLogger(__name__)
+
 #: the signals that ask the runtime to stop: Ctrl-C, and what systemd and `kill` send
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: the exit code of a command interrupted by Ctrl-C (128 + SIGINT), as shells report it
+INTERRUPTED_EXIT_CODE = 128 + signal.SIGINT
 
 Handler = Callable[[int], None]
 
@@ -37,58 +51,118 @@ class Stoppable(Protocol):
     def stopping(self) -> bool: ...
 
 
-def stop_handler(target: Stoppable) -> Handler:
+def give_up(prog: str = "edge-runtime") -> NoReturn:
+    """End the process now: "PROG: interrupted" on stderr, the atexit callbacks (which remove
+    temporary directories registered with ``weakref.finalize`` and flush the logs), exit code
+    130. Nothing else is flushed or closed: that is what giving up means."""
+    with suppress(OSError):
+        os.write(2, f"{prog}: interrupted\n".encode())
+    try:
+        atexit._run_exitfuncs()
+    finally:
+        os._exit(INTERRUPTED_EXIT_CODE)
+
+
+def stop_handler(target: Stoppable, on_give_up: Callable[[], object] = give_up) -> Handler:
     """A handler that asks ``target`` to stop after the frame in hand; a second signal while it
-    is stopping gives up at once (KeyboardInterrupt, which the CLI reports as "interrupted")."""
+    is stopping calls ``on_give_up`` (default :func:`give_up`: the process ends, code 130)."""
 
     def handle(signum: int) -> None:
         if target.stopping:
-            raise KeyboardInterrupt
+            on_give_up()
+            return
         target.stop()
 
     return handle
 
 
+class _Watcher:
+    """The thread that runs the handlers, fed signal numbers through a pipe by the interpreter-
+    level handler (:meth:`notify`, which takes no lock and so cannot deadlock with the main
+    thread it interrupts)."""
+
+    def __init__(self, handlers: Mapping[int, Handler]) -> None:
+        self._handlers = dict(handlers)
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._write, False)
+        self._stops = itertools.count(1)  # next() is atomic: nested signals count right
+        self._thread = threading.Thread(target=self._run, name="signal watcher", daemon=True)
+        self._thread.start()
+
+    def notify(self, signum: int, frame: FrameType | None) -> None:
+        if signum in STOP_SIGNALS and next(self._stops) >= 3:
+            # The watcher has not managed to give up: do it from here (no lock, no flush).
+            with suppress(OSError):
+                os.write(2, b"edge-runtime: interrupted\n")
+            os._exit(INTERRUPTED_EXIT_CODE)
+        with suppress(OSError):  # a full pipe already holds more signals than anyone needs
+            os.write(self._write, bytes([signum]))
+
+    def _run(self) -> None:
+        while True:
+            try:
+                data = os.read(self._read, 64)
+            except OSError:
+                return
+            for signum in data:
+                if signum == 0:  # close()
+                    return
+                handler = self._handlers.get(signum)
+                if handler is None:
+                    continue
+                try:
+                    handler(signum)
+                except Exception:  # one failing handler must not end the others
+                    log.exception("the handler of signal %d failed", signum)
+
+    def close(self) -> None:
+        with suppress(OSError):
+            os.write(self._write, b"\x00")
+        self._thread.join(timeout=5.0)
+        for fd in (self._read, self._write):
+            with suppress(OSError):
+                os.close(fd)
+
+
 @contextmanager
 def installed(handlers: Mapping[int, Handler]) -> Iterator[None]:
-    """Install ``handlers`` (signal number -> handler taking the number) for the block.
+    """Install ``handlers`` (signal number -> handler taking the number) for the block; they run
+    on a watcher thread, moments after the signal (see the module docstring).
 
-    Must be called from the main thread (Python delivers signals there only).
+    Must be called from the main thread (Python receives signals there only).
 
     Raises:
         ValueError: called from another thread.
     """
-
-    def adapt(handler: Handler) -> Callable[[int, FrameType | None], None]:
-        return lambda signum, frame: handler(signum)
-
+    watcher = _Watcher(handlers)
     previous: dict[int, object] = {}
     try:
-        for signum, handler in handlers.items():
-            previous[signum] = signal.signal(signum, adapt(handler))
+        for signum in handlers:
+            previous[signum] = signal.signal(signum, watcher.notify)
         yield
     finally:
         for signum, old in previous.items():
             signal.signal(signum, old)  # type: ignore[arg-type]
+        watcher.close()
 
 
 @contextmanager
 def stop_on_signals(
-    target: Stoppable, extra: Mapping[int, Handler] | None = None
+    target: Stoppable,
+    extra: Mapping[int, Handler] | None = None,
+    *,
+    on_give_up: Callable[[], object] = give_up,
 ) -> Iterator[None]:
-    """SIGINT and SIGTERM stop ``target`` (see :func:`stop_handler`) while the block runs;
-    ``extra`` adds handlers for other signals (e.g. SIGHUP -> reload).
+    """SIGINT and SIGTERM stop ``target`` (see :func:`stop_handler`; ``on_give_up`` replaces
+    what a second one does) while the block runs; ``extra`` adds handlers for other signals
+    (e.g. SIGHUP -> reload).
 
     Raises:
         ValueError: called from another thread than the main one.
     """
-    stop = stop_handler(target)
+    stop = stop_handler(target, on_give_up)
     with installed({**{signum: stop for signum in STOP_SIGNALS}, **(extra or {})}):
         yield
-
-
-#: the exit code of a command interrupted by Ctrl-C (128 + SIGINT), as shells report it
-INTERRUPTED_EXIT_CODE = 128 + signal.SIGINT
 
 
 def exit_process(code: int, prog: str = "edge-runtime") -> NoReturn:

@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -221,26 +222,81 @@ def read_all(sock: socket.socket, timeout: float = 10.0) -> bytes:
     return data
 
 
-def test_idle_connections_are_cut_after_the_timeout_and_extra_ones_refused() -> None:
+def still_open(sock: socket.socket) -> bool:
+    sock.setblocking(False)  # a socket with a timeout would wait for it first
+    try:
+        sock.recv(1, socket.MSG_DONTWAIT | socket.MSG_PEEK)
+        return False
+    except BlockingIOError:
+        return True
+
+
+def test_idle_connections_cannot_lock_out_requests() -> None:
     status = RuntimeStatus()
     server = StatusServer(
-        status, port=0, max_connections=3, request_timeout_s=0.3, max_requests_per_s=0
+        status, port=0, max_connections=3, request_timeout_s=30, max_requests_per_s=0
     )
     with server, contextlib.ExitStack() as stack:
         idle = [
             stack.enter_context(socket.create_connection(("127.0.0.1", server.port)))
             for _ in range(12)
         ]
-        # Three are being served (one thread each, waiting for a request that never comes);
-        # the server answers the other nine 503 at once and closes them, without a thread.
         assert wait_until(lambda: server.active_connections == 3)
-        answers = [read_all(sock) for sock in idle]
-        refused = [a for a in answers if a.startswith(b"HTTP/1.0 503")]
-        cut = [a for a in answers if a == b""]
-        assert (len(refused), len(cut)) == (9, 3)
-        assert b"Retry-After: 1" in refused[0] and b"Server: edge-runtime\r\n" in refused[0]
-        assert wait_until(lambda: server.active_connections == 0 and handler_threads() == 0)
-        assert get(server.url + "/healthz")[0] == 503  # and the server still answers
+        # Each newcomer replaced the oldest idle one: the first nine are cut long before their
+        # 30 s, the last three wait, one thread each.
+        assert [read_all(sock) for sock in idle[:9]] == [b""] * 9
+        assert all(still_open(sock) for sock in idle[9:])
+        assert wait_until(lambda: handler_threads() <= 3)  # the cut ones' threads have ended
+        # A client that asks gets its answer (the health verdict, not "too many connections").
+        code, _, body = get(server.url + "/healthz")
+        assert code == 503 and json.loads(body)["reason"] == "pipeline is starting"
+        assert wait_until(lambda: handler_threads() <= 3)
+
+
+def test_idle_connections_are_cut_after_the_request_timeout() -> None:
+    status = RuntimeStatus()
+    with StatusServer(status, port=0, max_connections=3, request_timeout_s=0.3) as server:
+        with contextlib.ExitStack() as stack:
+            idle = [
+                stack.enter_context(socket.create_connection(("127.0.0.1", server.port)))
+                for _ in range(3)
+            ]
+            assert wait_until(lambda: server.active_connections == 3)
+            assert [read_all(sock) for sock in idle] == [b""] * 3
+            assert wait_until(lambda: server.active_connections == 0 and handler_threads() == 0)
+
+
+def test_a_new_connection_is_refused_while_every_slot_is_answering() -> None:
+    status = RuntimeStatus()
+    server = StatusServer(status, port=0, max_connections=2, refresh_s=0, max_requests_per_s=0)
+    release = threading.Event()
+    real_render = server._render
+
+    def slow_render(path: str) -> tuple[Any, bytes, str]:
+        release.wait(10)
+        return real_render(path)
+
+    server._render = slow_render  # type: ignore[method-assign]
+    with server:
+        answers: list[int] = []
+        asking = [
+            threading.Thread(target=lambda: answers.append(get(server.url + "/status")[0]))
+            for _ in range(2)
+        ]
+        for thread in asking:
+            thread.start()
+        assert wait_until(
+            lambda: server.active_connections == 2
+            and not any(server._connections.values())  # both requests are in
+        )
+        with socket.create_connection(("127.0.0.1", server.port)) as extra:
+            refused = read_all(extra)
+        assert refused.startswith(b"HTTP/1.0 503 Service Unavailable\r\n")
+        assert b"Retry-After: 1" in refused and b"Server: edge-runtime\r\n" in refused
+        release.set()
+        for thread in asking:
+            thread.join(10)
+        assert answers == [200, 200]
 
 
 def test_a_request_trickled_byte_by_byte_is_cut_at_its_deadline() -> None:

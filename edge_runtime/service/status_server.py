@@ -11,8 +11,10 @@ It must never slow the frame loop nor let clients pile up threads, so:
   in that time cost one status snapshot and one Prometheus rendering;
 - connections are accepted at most ``max_requests_per_s`` a second (:class:`RateLimiter`);
   clients beyond that wait in the kernel's listen queue, costing no CPU;
-- at most ``max_connections`` are handled at once, each in its own thread; one more is answered
-  503 at once by the accepting thread and closed;
+- at most ``max_connections`` are handled at once, each in its own thread; when all are taken,
+  a new connection replaces the oldest one still waiting for its request (idle clients cannot
+  lock out those that ask), and only when all of them are being answered is it answered 503 at
+  once by the accepting thread;
 - a request must arrive completely within ``request_timeout_s`` of its connection (a deadline,
   not an idle timeout, so a client trickling a byte a second is cut off too), and one request
   is served per connection.
@@ -29,6 +31,7 @@ import json
 import logging
 import re
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -225,6 +228,14 @@ class _Server(ThreadingHTTPServer):
         finally:
             self.owner._leave(request)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # socketserver prints a traceback to stderr; a client that went away is no news.
+        failure = sys.exc_info()[1]
+        if isinstance(failure, OSError):
+            log.debug("status request from %s: %s", client_address, failure)
+        else:
+            log.warning("status request from %s failed", client_address, exc_info=True)
+
     def _refuse(self, request: socket.socket) -> None:
         """503 from the accepting thread, without waiting for the client: a fresh connection's
         send buffer takes the few bytes at once."""
@@ -260,6 +271,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not super().parse_request():
             return False
         # The request is in; the answer gets its own bound (a client that does not read).
+        self.server.owner._received(self.connection)
         self.connection.settimeout(self.server.owner.request_timeout_s)
         return True
 
@@ -311,7 +323,7 @@ class StatusServer:
     classified for this long, on the status's clock).
 
     Limits (see the module docstring): ``refresh_s`` (pages are at most this old),
-    ``max_connections`` (connections served at once; more get 503), ``max_requests_per_s``
+    ``max_connections`` (connections served at once), ``max_requests_per_s``
     (accept rate; 0 = no limit), ``request_timeout_s`` (time for a request to arrive, and for
     its answer to leave).
     ``full_paths`` shows the model's and the source's paths instead of their file names;
@@ -353,7 +365,8 @@ class StatusServer:
         self.metrics_unavailable = ""
         self.cache = RenderCache(refresh_s, clock)
         self._limiter = RateLimiter(max_requests_per_s, burst=max(1, max_connections), clock=clock)
-        self._connections: set[socket.socket] = set()
+        # Each connection being served, with whether its request is still to come.
+        self._connections: dict[socket.socket, bool] = {}
         self._connections_lock = threading.Lock()
         self._closing = threading.Event()
         self._home = _home_directory()
@@ -468,15 +481,30 @@ class StatusServer:
             self._closing.wait(delay)
 
     def _enter(self, connection: socket.socket) -> bool:
+        """Admit a new connection, making room by cutting the oldest one that has not sent its
+        request yet; False when every slot is answering a request."""
         with self._connections_lock:
             if len(self._connections) >= self.max_connections:
-                return False
-            self._connections.add(connection)
+                # Dicts keep insertion order: the first waiting one is the oldest.
+                oldest = next((c for c, waiting in self._connections.items() if waiting), None)
+                if oldest is None:
+                    return False
+                del self._connections[oldest]
+                try:
+                    oldest.shutdown(socket.SHUT_RDWR)  # its handler's read returns at once
+                except OSError:
+                    pass
+            self._connections[connection] = True
             return True
+
+    def _received(self, connection: socket.socket) -> None:
+        with self._connections_lock:
+            if connection in self._connections:
+                self._connections[connection] = False
 
     def _leave(self, connection: socket.socket) -> None:
         with self._connections_lock:
-            self._connections.discard(connection)
+            self._connections.pop(connection, None)
 
     def close(self) -> None:
         """Stop serving, cut the connections in progress and release the port. Safe to call

@@ -108,20 +108,6 @@ class ServeResult:
     signal: str | None = None
 
 
-class _Stopped(BaseException):
-    """Raised in the main thread by the stop signals' handler, to leave the request loop at
-    once. A BaseException, like KeyboardInterrupt, so that the server's ``except Exception``
-    around the handling of a request does not take it for a failed request."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _raise_stopped(signum: int) -> None:
-    raise _Stopped(signum)
-
-
 def serve(
     repo: str | os.PathLike[str],
     host: str = "127.0.0.1",
@@ -143,25 +129,40 @@ def serve(
         PublishError: no repository, or the address cannot be bound.
     """
     on_main_thread = threading.current_thread() is threading.main_thread()
-    handlers: dict[int, Handler] = (
-        {signum: _raise_stopped for signum in STOP_SIGNALS} if on_main_thread else {}
-    )
+    stopped_by: list[int] = []
     with make_server(repo, host, port, quiet=quiet) as server:
         if max_requests is not None:
             # Each request is answered in a thread of its own; closing the server waits for
             # these, so the last ones are answered before the process that asked for N exits.
             server.daemon_threads = False
+            # handle_request() waits this long at most, so a stop signal ends the loop soon.
+            server.timeout = 0.2
+
+        def stop(signum: int) -> None:
+            # Runs on the signal watcher thread: serve_forever() ends once shutdown() returns.
+            stopped_by.append(signum)
+            if max_requests is None:
+                server.shutdown()
+
+        handlers: dict[int, Handler] = (
+            {signum: stop for signum in STOP_SIGNALS} if on_main_thread else {}
+        )
         url = server_url(server)
-        try:
-            with installed(handlers):
-                announce(url)
-                if max_requests is None:
-                    server.serve_forever()
-                else:
-                    for _ in range(max_requests):
-                        server.handle_request()
-        except _Stopped as stop:
-            return ServeResult(url, signal.Signals(stop.signum).name)
+        with installed(handlers):
+            announce(url)
+            if max_requests is None:
+                server.serve_forever()
+            else:
+                idle: list[bool] = []
+                server.handle_timeout = lambda: idle.append(True)  # type: ignore[method-assign]
+                answered = 0
+                while answered < max_requests and not stopped_by:
+                    server.handle_request()
+                    if not idle:
+                        answered += 1
+                    idle.clear()
+    if stopped_by:
+        return ServeResult(url, signal.Signals(stopped_by[0]).name)
     return ServeResult(url)
 
 

@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -77,15 +77,30 @@ class FeatureCache:
         self.hits += 1
         return vector
 
+    def _write_identity(self) -> None:
+        assert self.folder is not None
+        target = self.folder / "identity.json"
+        handle, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as stream:
+                stream.write(json.dumps(self.identity, indent=1, sort_keys=True))
+            try:
+                # A hard link never replaces: of workers sharing the cache, one writes it.
+                os.link(tmp, target)
+            except FileExistsError:
+                pass
+            except OSError:  # a file system without hard links
+                os.replace(tmp, target)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
     def put(self, digest: str, variant: int, vector: np.ndarray) -> None:
         if self.folder is None or not digest:
             return
         path = self._path(digest, variant)
         path.parent.mkdir(parents=True, exist_ok=True)
         if not (self.folder / "identity.json").exists():
-            (self.folder / "identity.json").write_text(
-                json.dumps(self.identity, indent=1, sort_keys=True), encoding="utf-8"
-            )
+            self._write_identity()
         handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         try:
             with os.fdopen(handle, "wb") as stream:
@@ -94,6 +109,19 @@ class FeatureCache:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+class RowSharing(Protocol):
+    """Splits the rows to compute between workers and shares the results
+    (:class:`exporter.distribute.RowExchange`)."""
+
+    def rows(self, count: int) -> np.ndarray:
+        """The rows of ``0..count-1`` this worker computes."""
+        ...
+
+    def exchange(self, count: int, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Every row, given this worker's ``values`` of ``rows``."""
+        ...
 
 
 def compute_features(
@@ -107,42 +135,62 @@ def compute_features(
     batch_size: int = 64,
     progress: Progress = QUIET,
     desc: str = "features",
+    sharing: RowSharing | None = None,
 ) -> np.ndarray:
     """Pooled backbone features of every image and variant: float32 ``(len(variants), N, D)``.
 
     Variant 0 is the image itself; variant ``k > 0`` is the augmented copy drawn with
     :func:`exporter.augment.variant_rng` from the image's content hash, so it is the same copy
-    in every run. Only entries missing from the cache go through the backbone.
+    in every run. Only entries missing from the cache go through the backbone, and identical
+    images (same content hash) only once. With ``sharing``, this worker computes (and caches)
+    only its share and receives the others' from them, so no two workers write one cache file.
     """
     count = len(images)
     dim = int(feature_model.output_shape[-1])
-    result = np.zeros((len(variants), count, dim), dtype=np.float32)
-    todo: list[tuple[int, int]] = []
+    # One entry per distinct (image content, variant); images without a digest stay apart.
+    entries: list[tuple[int, int]] = []
+    where: dict[tuple[str, int], int] = {}
+    slot = np.zeros((len(variants), count), dtype=np.int64)
     for v_index, variant in enumerate(variants):
         for i in range(count):
-            vector = cache.get(digests[i], variant)
-            if vector is not None and vector.shape == (dim,):
-                result[v_index, i] = vector
-            else:
-                todo.append((v_index, i))
-    if not todo:
-        return result
+            key = (digests[i], variant)
+            if digests[i] and key in where:
+                slot[v_index, i] = where[key]
+                continue
+            where[key] = slot[v_index, i] = len(entries)
+            entries.append((v_index, i))
+    mine = sharing.rows(len(entries)) if sharing is not None else np.arange(len(entries))
+    values = np.zeros((len(mine), dim), dtype=np.float32)
+    todo: list[int] = []
+    for row, entry in enumerate(mine):
+        v_index, i = entries[int(entry)]
+        vector = cache.get(digests[i], variants[v_index])
+        if vector is not None and vector.shape == (dim,):
+            values[row] = vector
+        else:
+            todo.append(row)
     policy = policy or AugmentPolicy()
-    with progress.bar(len(todo), desc) as bar:
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start : start + batch_size]
-            batch = np.empty((len(chunk), *images.shape[1:]), dtype=np.uint8)
-            for row, (v_index, i) in enumerate(chunk):
-                variant = variants[v_index]
-                image = images[i]
-                if variant:
-                    image = augment_image(image, variant_rng(digests[i], variant), policy)
-                batch[row] = image
-            vectors = np.asarray(
-                feature_model.predict_on_batch(model_input(batch)), dtype=np.float32
-            )
-            for row, (v_index, i) in enumerate(chunk):
-                result[v_index, i] = vectors[row]
-                cache.put(digests[i], variants[v_index], vectors[row])
-            bar.update(len(chunk))
-    return result
+    if todo:
+        with progress.bar(len(todo), desc) as bar:
+            for start in range(0, len(todo), batch_size):
+                chunk = todo[start : start + batch_size]
+                batch = np.empty((len(chunk), *images.shape[1:]), dtype=np.uint8)
+                for position, row in enumerate(chunk):
+                    v_index, i = entries[int(mine[row])]
+                    image = images[i]
+                    if variants[v_index]:
+                        image = augment_image(
+                            image, variant_rng(digests[i], variants[v_index]), policy
+                        )
+                    batch[position] = image
+                vectors = np.asarray(
+                    feature_model.predict_on_batch(model_input(batch)), dtype=np.float32
+                )
+                for position, row in enumerate(chunk):
+                    v_index, i = entries[int(mine[row])]
+                    values[row] = vectors[position]
+                    cache.put(digests[i], variants[v_index], vectors[position])
+                bar.update(len(chunk))
+    if sharing is not None:
+        values = sharing.exchange(len(entries), mine, values)
+    return values[slot]

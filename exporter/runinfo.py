@@ -42,9 +42,18 @@ class RunInfo(BaseModel):
     epochs: int = Field(ge=0, description="Epochs of head or from-scratch training asked for.")
     fine_tune_layers: int = Field(0, ge=0)
     fine_tune_epochs: int = Field(0, ge=0)
-    batch_size: int = Field(32, gt=0)
-    learning_rate: float = Field(1e-3, gt=0)
-    fine_tune_learning_rate: float = Field(1e-5, gt=0)
+    batch_size: int = Field(32, gt=0, description="Batch size per replica (device).")
+    global_batch_size: int | None = Field(
+        None, gt=0, description="Examples per training step over all replicas."
+    )
+    learning_rate: float = Field(1e-3, gt=0, description="As given, before scaling.")
+    fine_tune_learning_rate: float = Field(1e-5, gt=0, description="As given, before scaling.")
+    learning_rate_scaling: Literal["none", "linear", "sqrt"] = Field(
+        "none", description="How the learning rates followed the replicas (sqrt, linear, none)."
+    )
+    learning_rate_factor: float = Field(
+        1.0, gt=0, description="What the learning rates were multiplied by for the replicas."
+    )
     dropout: float = Field(0.0, ge=0, lt=1)
     patience: int = Field(0, ge=0)
     augment_variants: int = Field(0, ge=0)
@@ -61,7 +70,8 @@ class RunInfo(BaseModel):
     test_top5: float | None = Field(None, ge=0, le=1)
     mixed_precision: bool = False
     strategy: str = "none"
-    replicas: int = Field(1, gt=0)
+    workers: int = Field(1, gt=0, description="Training processes (multi-worker: the cluster).")
+    replicas: int = Field(1, gt=0, description="Replicas over all workers.")
     feature_cache: dict[str, Any] | None = None
     phases: list[dict[str, Any]] = Field(default_factory=list, description="Per-phase history.")
     created: str = Field(description="When training finished (ISO 8601, UTC).")

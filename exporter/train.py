@@ -21,12 +21,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import platform
 import shutil
+import statistics
+import tempfile
 import time
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -54,6 +58,7 @@ from exporter.backbones import (
 from exporter.dataset import (
     DEFAULT_FRACTIONS,
     DEFAULT_MIN_PER_CLASS,
+    SPLIT_NAMES,
     PreparedDataset,
     Splits,
     check_fractions,
@@ -61,6 +66,24 @@ from exporter.dataset import (
     model_input,
     prepare_dataset,
     scan_dataset,
+)
+from exporter.distribute import (
+    DEFAULT_CLUSTER_TIMEOUT_S,
+    STRATEGY_CHOICES,
+    TF_CONFIG_ENV,
+    ClusterConfig,
+    Distribution,
+    RowExchange,
+    agree,
+    check_cluster_addresses,
+    cluster_errors,
+    distributed_batches,
+    learning_rate_factor,
+    lost_worker_message,
+    make_distribution,
+    parse_tf_config,
+    sum_over_workers,
+    validation_dataset,
 )
 from exporter.errors import TrainingError
 from exporter.features import FeatureCache, compute_features, default_cache_dir
@@ -70,7 +93,6 @@ from exporter.report import evaluate, plot_confusion_matrix, plot_training_curve
 from exporter.runinfo import RunInfo
 
 MIXED_PRECISION_CHOICES = ("auto", "on", "off")
-STRATEGY_CHOICES = ("auto", "mirrored", "multi-worker", "none")
 RUN_FILES = (
     "model.keras",
     "labels.txt",
@@ -112,6 +134,8 @@ class TrainConfig:
     use_cache: bool = True
     mixed_precision: str = "auto"
     strategy: str = "auto"
+    scale_learning_rate: str = "sqrt"
+    cluster_timeout: float = DEFAULT_CLUSTER_TIMEOUT_S
     workers: int | None = None
     force: bool = False
 
@@ -128,6 +152,7 @@ class Plan:
     weights: WeightsChoice
     policy: AugmentPolicy
     cache_root: Path | None
+    cluster: ClusterConfig | None = None
 
 
 def _positive(name: str, value: float) -> None:
@@ -169,7 +194,8 @@ def check_config(config: TrainConfig) -> Plan:
 
     Raises:
         TrainingError: a bad option, a missing weights file, an input size the backbone refuses,
-            or a run directory that cannot be written.
+            a run directory that cannot be written, or (``--strategy multi-worker``) a missing
+            or malformed ``TF_CONFIG``.
         DatasetError: bad split fractions or group pattern.
     """
     info = backbone_info(config.arch)
@@ -196,14 +222,19 @@ def check_config(config: TrainConfig) -> Plan:
         )
     if config.strategy not in STRATEGY_CHOICES:
         raise TrainingError(f"--strategy must be one of {', '.join(STRATEGY_CHOICES)}")
+    learning_rate_factor(config.scale_learning_rate, 1)
+    _positive("--cluster-timeout", config.cluster_timeout)
     if config.workers is not None and config.workers < 1:
         raise TrainingError(f"--workers must be at least 1, got {config.workers}")
     check_fractions(config.fractions)
     compile_group_pattern(config.group_pattern)
     spec = PreprocessSpec(size[0], size[1], config.resize, config.interpolation)
+    cluster = None
+    if config.strategy == "multi-worker":
+        cluster = parse_tf_config(os.environ.get(TF_CONFIG_ENV))
     data = Path(config.data).expanduser()
     out = Path(config.out).expanduser()
-    if data.is_dir():
+    if data.is_dir() and (cluster is None or cluster.is_chief):
         check_out_dir(out, data.resolve(), config.force)
     cache_root = None
     if config.use_cache:
@@ -218,6 +249,7 @@ def check_config(config: TrainConfig) -> Plan:
         weights=weights,
         policy=AugmentPolicy(flip=config.flip),
         cache_root=cache_root,
+        cluster=cluster,
     )
 
 
@@ -241,23 +273,6 @@ def resolve_strategy(choice: str, gpus: int) -> str:
     if choice == "auto":
         return "mirrored" if gpus > 1 else "none"
     return choice
-
-
-def make_strategy(name: str) -> Any:
-    """The ``tf.distribute`` strategy called ``name`` (``none`` is TensorFlow's default one).
-
-    ``mirrored`` replicates over every visible GPU (the CPU when there is none);
-    ``multi-worker`` synchronizes workers described by the ``TF_CONFIG`` environment variable.
-    """
-    import tensorflow as tf
-
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multi-worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    if name == "none":
-        return tf.distribute.get_strategy()
-    raise TrainingError(f"unknown strategy '{name}'")
 
 
 def visible_gpus() -> int:
@@ -293,9 +308,15 @@ def _class_weights(targets: np.ndarray, num_classes: int, enabled: bool) -> np.n
 
 
 def _callbacks(
-    patience: int, progress: Progress, desc: str, epochs: int, steps: int
-) -> tuple[Any, Any]:
-    """An early-stopping callback that restores the best epoch, and a tqdm progress callback."""
+    patience: int,
+    progress: Progress,
+    desc: str,
+    epochs: int,
+    steps: int,
+    clock: Callable[[], float] = time.perf_counter,
+) -> tuple[Any, Any, Any]:
+    """An early-stopping callback that restores the best epoch, a tqdm progress callback, and
+    one that times the training part of each epoch."""
     import keras
 
     class BestEpoch(keras.callbacks.Callback):
@@ -348,7 +369,25 @@ def _callbacks(
             if self.bar is not None:
                 self.bar.close()
 
-    return BestEpoch(), Bar()
+    class Clock(keras.callbacks.Callback):
+        """Seconds from the start of each epoch to its last training step (validation
+        excluded)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.epoch_s: list[float] = []
+            self.started = self.last = 0.0
+
+        def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+            self.started = self.last = clock()
+
+        def on_train_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> None:
+            self.last = clock()
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+            self.epoch_s.append(self.last - self.started)
+
+    return BestEpoch(), Bar(), Clock()
 
 
 def augmented_batches(
@@ -393,59 +432,159 @@ def augmented_batches(
 
 @dataclass
 class Phase:
-    """One training phase: its name, the epochs it ran, the best one and the Keras history."""
+    """One training phase: its name, the epochs it ran, the best one, the Keras history, and
+    how fast it trained (examples per epoch, seconds of training per epoch)."""
 
     name: str
     epochs_run: int
     best_epoch: int
     history: dict[str, list[float]] = field(default_factory=dict)
+    examples_per_epoch: int = 0
+    epoch_s: list[float] = field(default_factory=list)
+
+    @property
+    def images_per_second(self) -> float | None:
+        """Examples trained per second, over the epochs after the first (which also traces and
+        compiles the step), or the first when it is the only one."""
+        later = self.epoch_s[1:] or self.epoch_s
+        seconds = statistics.median(later) if later else 0.0
+        return round(self.examples_per_epoch / seconds, 2) if seconds > 0 else None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "epochs_run": self.epochs_run,
             "best_epoch": self.best_epoch + 1,
+            "examples_per_epoch": self.examples_per_epoch,
+            "epoch_s": [round(t, 4) for t in self.epoch_s],
+            "images_per_second": self.images_per_second,
             "history": {k: [round(float(v), 6) for v in vs] for k, vs in self.history.items()},
         }
+
+
+@dataclass
+class TrainInput:
+    """What ``model.fit`` trains on: the data and its keyword arguments, the steps of an epoch
+    and the examples they hold (all replicas together)."""
+
+    data: Any
+    steps: int
+    examples: int
+    fit_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def array_input(
+    dist: Distribution,
+    x: np.ndarray,
+    targets: np.ndarray,
+    sample_weight: np.ndarray,
+    per_replica: int,
+    seed: int,
+) -> TrainInput:
+    """In-memory examples (cached features): Keras batches and shuffles them itself on one
+    device; under a distribution strategy each replica gets its slice of every global batch."""
+    if not dist.distributed:
+        return TrainInput(
+            x,
+            steps=math.ceil(len(x) / per_replica),
+            examples=len(x),
+            fit_kwargs={
+                "y": targets,
+                "sample_weight": sample_weight,
+                "batch_size": per_replica,
+                "shuffle": True,
+            },
+        )
+
+    def make_batch(rows: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        return x[rows], targets[rows], sample_weight[rows]
+
+    signature = [(tuple(x.shape[1:]), "float32"), ((), "int64"), ((), "float32")]
+    dataset, steps = distributed_batches(dist, len(x), per_replica, seed, make_batch, signature)
+    return TrainInput(
+        dataset,
+        steps=steps,
+        examples=steps * dist.global_batch(per_replica),
+        fit_kwargs={"steps_per_epoch": steps},
+    )
+
+
+def augmented_input(
+    dist: Distribution,
+    images: np.ndarray,
+    targets: np.ndarray,
+    class_weights: np.ndarray,
+    per_replica: int,
+    seed: int,
+    policy: AugmentPolicy,
+) -> TrainInput:
+    """Augmented image batches: a ``PyDataset`` on one device; under a distribution strategy a
+    per-replica pipeline, so each worker augments only the images its replicas train on."""
+    if not dist.distributed:
+        batches = augmented_batches(images, targets, class_weights, per_replica, seed, policy)
+        return TrainInput(batches, steps=len(batches), examples=len(images))
+
+    def make_batch(rows: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        batch = np.empty((len(rows), *images.shape[1:]), dtype=np.uint8)
+        for out_row, row in enumerate(rows):
+            batch[out_row] = augment_image(images[row], rng, policy)
+        labels = targets[rows]
+        return model_input(batch), labels, class_weights[labels]
+
+    signature = [(tuple(images.shape[1:]), "float32"), ((), "int64"), ((), "float32")]
+    dataset, steps = distributed_batches(
+        dist, len(images), per_replica, seed, make_batch, signature
+    )
+    return TrainInput(
+        dataset,
+        steps=steps,
+        examples=steps * dist.global_batch(per_replica),
+        fit_kwargs={"steps_per_epoch": steps},
+    )
 
 
 def fit_phase(
     name: str,
     model: Any,
-    train_data: Any,
-    validation: tuple[np.ndarray, np.ndarray],
+    train_input: TrainInput,
+    validation: Any,
     *,
     epochs: int,
-    steps: int,
     patience: int,
     progress: Progress,
-    batch_size: int,
-    targets: np.ndarray | None = None,
-    sample_weight: np.ndarray | None = None,
+    validation_batch_size: int | None,
 ) -> Phase:
-    """Fit ``model`` on arrays (``train_data``, ``targets``) or a PyDataset; keep the best epoch."""
-    best, bar = _callbacks(patience, progress, name, epochs, steps)
-    kwargs: dict[str, Any] = {}
-    if targets is not None:
-        kwargs = {
-            "y": targets,
-            "sample_weight": sample_weight,
-            "batch_size": batch_size,
-            "shuffle": True,
-        }
-    history = model.fit(
-        train_data,
-        validation_data=validation,
-        validation_batch_size=batch_size,
-        epochs=epochs,
-        verbose=0,
-        callbacks=[best, bar],
-        **kwargs,
+    """Fit ``model`` on ``train_input``; keep the best epoch.
+
+    ``validation`` is an ``(x, y)`` pair of arrays, batched by ``validation_batch_size``, or a
+    dataset (then ``validation_batch_size`` is None).
+    """
+    best, bar, clock = _callbacks(patience, progress, name, epochs, train_input.steps)
+    with warnings.catch_warnings():
+        # fit's default shuffle=True does not apply to a dataset, which shuffles itself.
+        warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
+        history = model.fit(
+            train_input.data,
+            validation_data=validation,
+            validation_batch_size=validation_batch_size,
+            epochs=epochs,
+            verbose=0,
+            callbacks=[best, bar, clock],
+            **train_input.fit_kwargs,
+        )
+    phase = Phase(
+        name,
+        len(history.history.get("loss", [])),
+        best.best_epoch,
+        history.history,
+        examples_per_epoch=train_input.examples,
+        epoch_s=list(clock.epoch_s),
     )
-    phase = Phase(name, len(history.history.get("loss", [])), best.best_epoch, history.history)
+    speed = phase.images_per_second
     progress.note(
         f"{name}: best epoch {phase.best_epoch + 1} of {phase.epochs_run}, "
         f"val_acc {history.history['val_accuracy'][phase.best_epoch]:.4f}"
+        + (f"; {speed:.1f} examples/s" if speed else "")
     )
     return phase
 
@@ -456,15 +595,20 @@ def fit_phase(
 
 @dataclass
 class TrainResult:
-    """A finished run: where it is, and what run.json and report.json say."""
+    """A finished run: where it is, and what run.json and report.json say.
 
-    run_dir: Path
+    ``run_dir`` is None on a worker other than the chief of a multi-worker run: the chief alone
+    writes the run directory.
+    """
+
+    run_dir: Path | None
     run: RunInfo
     report: dict[str, Any]
+    rank: int = 0
 
     def summary(self) -> dict[str, Any]:
         return {
-            "run_dir": str(self.run_dir),
+            "run_dir": str(self.run_dir) if self.run_dir is not None else None,
             "arch": self.run.arch,
             "weights": self.run.weights,
             "input_size": [self.run.input.height, self.run.input.width],
@@ -475,15 +619,24 @@ class TrainResult:
             "test_accuracy": self.run.test_accuracy,
             "test_top5": self.report["top5"],
             "duration_s": self.run.duration_s,
+            "strategy": self.run.strategy,
+            "workers": self.run.workers,
+            "replicas": self.run.replicas,
+            "worker_rank": self.rank,
         }
 
     def summary_text(self) -> str:
         s = self.summary()
+        where = (
+            f"-> {s['run_dir']}"
+            if self.run_dir is not None
+            else f"(worker rank {self.rank} of {s['workers']}: the chief wrote the run directory)"
+        )
         return (
             f"trained {s['arch']} (weights: {s['weights']}, {s['training_mode']}) on "
             f"{s['images']['train']} images of {s['classes']} classes in {s['duration_s']:.0f} s: "
             f"val top-1 {s['validation_accuracy']:.1%}, test top-1 {s['test_accuracy']:.1%}, "
-            f"top-{self.report['top5_k']} {s['test_top5']:.1%} -> {s['run_dir']}"
+            f"top-{self.report['top5_k']} {s['test_top5']:.1%} {where}"
         )
 
 
@@ -562,12 +715,63 @@ def _compile(model: Any, learning_rate: Any) -> None:
     )
 
 
+@dataclass(frozen=True)
+class Hyper:
+    """The batch and learning rates training uses, after scaling for the replicas."""
+
+    per_replica_batch: int
+    global_batch: int
+    learning_rate: float
+    fine_tune_learning_rate: float
+    factor: float
+
+
+def _hyper(config: TrainConfig, dist: Distribution) -> Hyper:
+    factor = learning_rate_factor(config.scale_learning_rate, dist.replicas)
+    return Hyper(
+        per_replica_batch=config.batch_size,
+        global_batch=dist.global_batch(config.batch_size),
+        learning_rate=config.learning_rate * factor,
+        fine_tune_learning_rate=config.fine_tune_learning_rate * factor,
+        factor=factor,
+    )
+
+
+def _validation(
+    x: np.ndarray, y: np.ndarray, dist: Distribution, batch: int
+) -> tuple[Any, int | None]:
+    """The validation data for ``fit`` and its batch size (None: the dataset is batched)."""
+    if not dist.distributed:
+        return (model_input(x), y), batch
+    return validation_dataset(x, y, batch), None
+
+
+def _plain_feature_model(plan: Plan, classifier: Classifier, num_classes: int) -> Any:
+    """The feature extractor rebuilt outside the distribution strategy, with the same weights.
+
+    Keras' ``predict_on_batch`` on a model with distributed variables runs the batch on every
+    replica (under MirroredStrategy it returns each row once per replica) and, across workers,
+    gathers every worker's rows into each answer; features are computed one worker at a time.
+    """
+    backbone = build_backbone(plan.config.arch, plan.size, WeightsChoice("none"))
+    plain = build_classifier(
+        plan.config.arch, backbone, num_classes, dropout=plan.config.dropout
+    ).features
+    plain.set_weights(classifier.features.get_weights())
+    return plain
+
+
 def _train_on_features(
-    plan: Plan, classifier: Classifier, data: TrainingData, mixed: bool, progress: Progress
+    plan: Plan,
+    classifier: Classifier,
+    data: TrainingData,
+    mixed: bool,
+    progress: Progress,
+    dist: Distribution,
 ) -> tuple[str, list[Phase], dict[str, Any]]:
     """Frozen backbone: cached features, the new head on them, then optional fine-tuning."""
     config = plan.config
-    batch = config.batch_size
+    hyper = _hyper(config, dist)
     fine_tune = bool(config.fine_tune_layers and config.fine_tune_epochs)
     classifier.backbone.trainable = False
     cache = FeatureCache(
@@ -583,41 +787,54 @@ def _train_on_features(
         },
     )
     variants = list(range(config.augment_variants + 1))
+    sharing = RowExchange(dist) if dist.workers > 1 else None
     progress.stage(
         f"computing bottleneck features of the frozen {config.arch}: {len(data.x_train)} train "
         f"images x {len(variants)} variants + {len(data.x_val)} val "
         f"(cache: {cache.folder or 'off'})"
+        + (f"; this worker computes its share of {dist.workers}" if sharing else "")
     )
-    extract_batch = max(batch, 32)
+    extractor = (
+        _plain_feature_model(plan, classifier, len(data.class_weights))
+        if dist.distributed
+        else classifier.features
+    )
+    extract_batch = max(config.batch_size, 32)
     train_features = compute_features(
-        classifier.features, data.x_train, data.train_digests, variants, cache,
-        policy=plan.policy, batch_size=extract_batch, progress=progress, desc="train features",
+        extractor, data.x_train, data.train_digests, variants, cache, policy=plan.policy,
+        batch_size=extract_batch, progress=progress, desc="train features", sharing=sharing,
     )  # fmt: skip
     val_features = compute_features(
-        classifier.features, data.x_val, data.val_digests, [0], cache,
-        batch_size=extract_batch, progress=progress, desc="val features",
+        extractor, data.x_val, data.val_digests, [0], cache, batch_size=extract_batch,
+        progress=progress, desc="val features", sharing=sharing,
     )[0]  # fmt: skip
-    cache_info = {
-        "dir": str(cache.folder) if cache.folder else None,
-        "hits": cache.hits,
-        "misses": cache.misses,
-    }
-    progress.note(f"features: {cache.hits} from the cache, {cache.misses} computed")
+    hits, misses = sum_over_workers(dist, [cache.hits, cache.misses])
+    folder = str(cache.folder) if cache.folder else None
+    cache_info = {"dir": folder, "hits": hits, "misses": misses}
+    progress.note(
+        f"features: {hits} from the cache, {misses} computed"
+        + (f" ({cache.misses} of them by this worker)" if sharing else "")
+    )
 
-    head = build_head(classifier.feature_dim, len(data.class_weights), config.dropout)
-    _compile(head, config.learning_rate)
+    with dist.scope():
+        head = build_head(classifier.feature_dim, len(data.class_weights), config.dropout)
+        _compile(head, hyper.learning_rate)
     features = train_features.reshape(-1, classifier.feature_dim)
     targets = np.tile(data.y_train, len(variants))
+    train_input = array_input(
+        dist, features, targets, data.class_weights[targets], hyper.per_replica_batch,
+        config.seed,
+    )  # fmt: skip
+    validation, validation_batch = _validation(val_features, data.y_val, dist, hyper.global_batch)
     progress.stage(
         f"training the new head on cached features: up to {config.epochs} epochs, "
-        f"{len(features)} examples, learning rate {config.learning_rate:g}"
+        f"{len(features)} examples, learning rate {hyper.learning_rate:g}"
     )
     phases = [
         fit_phase(
-            "head", head, features, (val_features, data.y_val), epochs=config.epochs,
-            steps=math.ceil(len(features) / batch), patience=config.patience, progress=progress,
-            batch_size=batch, targets=targets, sample_weight=data.class_weights[targets],
-        )
+            "head", head, train_input, validation, epochs=config.epochs,
+            patience=config.patience, progress=progress, validation_batch_size=validation_batch,
+            )
     ]  # fmt: skip
     classifier.model.get_layer(HEAD_DENSE).set_weights(head.get_layer(HEAD_DENSE).get_weights())
     if not fine_tune:
@@ -627,49 +844,58 @@ def _train_on_features(
     progress.stage(
         f"fine-tuning the top {config.fine_tune_layers} layers of {config.arch} ({count} with "
         f"weights; BatchNorm frozen) end-to-end with augmentation: up to "
-        f"{config.fine_tune_epochs} epochs, learning rate {config.fine_tune_learning_rate:g}"
+        f"{config.fine_tune_epochs} epochs, learning rate {hyper.fine_tune_learning_rate:g}"
     )
-    _compile(classifier.model, config.fine_tune_learning_rate)
-    batches = augmented_batches(
-        data.x_train, data.y_train, data.class_weights, batch, config.seed, plan.policy
-    )
+    with dist.scope():
+        _compile(classifier.model, hyper.fine_tune_learning_rate)
+    train_input = augmented_input(
+        dist, data.x_train, data.y_train, data.class_weights, hyper.per_replica_batch,
+        config.seed, plan.policy,
+    )  # fmt: skip
+    validation, validation_batch = _validation(data.x_val, data.y_val, dist, hyper.global_batch)
     phases.append(
         fit_phase(
-            "fine-tune", classifier.model, batches, data.validation,
-            epochs=config.fine_tune_epochs, steps=len(batches), patience=config.patience,
-            progress=progress, batch_size=batch,
+            "fine-tune", classifier.model, train_input, validation,
+            epochs=config.fine_tune_epochs, patience=config.patience, progress=progress,
+            validation_batch_size=validation_batch,
         )
     )  # fmt: skip
     return "frozen-features+fine-tune", phases, cache_info
 
 
 def _train_from_scratch(
-    plan: Plan, classifier: Classifier, data: TrainingData, progress: Progress
+    plan: Plan,
+    classifier: Classifier,
+    data: TrainingData,
+    progress: Progress,
+    dist: Distribution,
 ) -> tuple[str, list[Phase], dict[str, Any]]:
     """Random weights: the whole network trains end-to-end with augmentation."""
     import keras
 
     config = plan.config
+    hyper = _hyper(config, dist)
     quicken_batchnorm(classifier.backbone)
     if config.fine_tune_layers:
         progress.note("--fine-tune-layers is ignored with --weights none: all layers train")
-    batches = augmented_batches(
-        data.x_train, data.y_train, data.class_weights, config.batch_size, config.seed,
-        plan.policy,
+    train_input = augmented_input(
+        dist, data.x_train, data.y_train, data.class_weights, hyper.per_replica_batch,
+        config.seed, plan.policy,
     )  # fmt: skip
-    schedule = keras.optimizers.schedules.CosineDecay(
-        config.learning_rate, decay_steps=max(1, config.epochs * len(batches)), alpha=0.02
-    )
-    _compile(classifier.model, schedule)
+    with dist.scope():
+        schedule = keras.optimizers.schedules.CosineDecay(
+            hyper.learning_rate, decay_steps=max(1, config.epochs * train_input.steps), alpha=0.02
+        )
+        _compile(classifier.model, schedule)
     progress.stage(
         f"training the whole {config.arch} from scratch with augmentation (--weights none: "
         f"frozen random features would be useless): up to {config.epochs} epochs, learning "
-        f"rate {config.learning_rate:g} (cosine decay)"
+        f"rate {hyper.learning_rate:g} (cosine decay)"
     )
+    validation, validation_batch = _validation(data.x_val, data.y_val, dist, hyper.global_batch)
     phase = fit_phase(
-        "end-to-end", classifier.model, batches, data.validation, epochs=config.epochs,
-        steps=len(batches), patience=config.patience, progress=progress,
-        batch_size=config.batch_size,
+        "end-to-end", classifier.model, train_input, validation, epochs=config.epochs,
+        patience=config.patience, progress=progress, validation_batch_size=validation_batch,
     )  # fmt: skip
     return "end-to-end", [phase], {}
 
@@ -709,10 +935,11 @@ def _write_run(
     run: RunInfo,
     started: float,
     progress: Progress,
+    out: Path,
 ) -> RunInfo:
-    """Write every file into ``RUN_DIR.partial``, then move it into place; on failure remove it."""
-    progress.stage(f"writing {plan.out}")
-    partial = plan.out.with_name(plan.out.name + ".partial")
+    """Write every file into ``OUT.partial``, then move it into place; on failure remove it."""
+    progress.stage(f"writing {out}")
+    partial = out.with_name(out.name + ".partial")
     if partial.exists():
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
@@ -731,25 +958,47 @@ def _write_run(
         plot_training_curves([(p.name, p.history) for p in phases], partial / "training_curves.png")
         run = run.model_copy(update={"duration_s": round(time.perf_counter() - started, 1)})
         run.write(partial / "run.json")
-        _publish(partial, plan.out)
+        _publish(partial, out)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return run
 
 
+def _config_identity(plan: Plan) -> str:
+    """What must be the same on every worker of a cluster: every option that shapes training
+    (paths may differ between hosts, threads and caches do not change the model)."""
+    config = plan.config
+    same = {
+        key: value
+        for key, value in config.__dict__.items()
+        if key not in ("data", "out", "cache_dir", "use_cache", "workers", "force", "weights")
+    }
+    same["weights"] = plan.weights.identity()
+    same["input_size"] = list(plan.size)
+    return json.dumps(same, sort_keys=True, default=list)
+
+
 def train(config: TrainConfig, progress: Progress = QUIET) -> TrainResult:
     """Train a classifier and write its run directory.
 
+    Under ``--strategy multi-worker`` every worker of ``TF_CONFIG`` runs this with the same
+    options, in a process of its own where TensorFlow has not run yet; the chief writes the run
+    directory, the others write theirs to a temporary folder that is removed at the end.
+
     Raises:
-        TrainingError: bad options, weights or input size, a run directory that cannot be
-            written, or training failed.
+        TrainingError: bad options, weights, input size or ``TF_CONFIG``, a run directory that
+            cannot be written, workers that disagree or lose each other, or training failed.
         DatasetError: the dataset folder is unusable (no images, a single class, ...).
     """
     started = time.perf_counter()
     plan = check_config(config)
     scanned = scan_dataset(plan.data)  # the cheap dataset errors come before any TensorFlow work
-    check_out_dir(plan.out, scanned.root, config.force)
+    chief = plan.cluster is None or plan.cluster.is_chief
+    if chief:
+        check_out_dir(plan.out, scanned.root, config.force)
+    if plan.cluster is not None:
+        check_cluster_addresses(plan.cluster)
     keep_freed_memory()  # a third of CPU training time went to the kernel without it
 
     import keras
@@ -757,13 +1006,60 @@ def train(config: TrainConfig, progress: Progress = QUIET) -> TrainResult:
     gpus = visible_gpus()
     mixed = resolve_mixed_precision(config.mixed_precision, gpus)
     strategy_name = resolve_strategy(config.strategy, gpus)
+    if strategy_name != "multi-worker" and os.environ.get(TF_CONFIG_ENV):
+        progress.warn(
+            f"{TF_CONFIG_ENV} is set but --strategy is {config.strategy}: this machine trains "
+            "alone (pass --strategy multi-worker to train with the cluster)"
+        )
     keras.utils.set_random_seed(config.seed)
-    strategy = make_strategy(strategy_name)
-    replicas = int(strategy.num_replicas_in_sync)
+    dist = make_distribution(
+        strategy_name, cluster=plan.cluster, cluster_timeout=config.cluster_timeout
+    )
+    quiet = _QuietRetracing()
+    logging.getLogger("tensorflow").addFilter(quiet)
+    try:
+        return _train(plan, scanned, dist, mixed, gpus, started, progress)
+    except cluster_errors() as exc:
+        if dist.workers <= 1:
+            raise
+        raise TrainingError(lost_worker_message(exc)) from None
+    finally:
+        logging.getLogger("tensorflow").removeFilter(quiet)
+
+
+class _QuietRetracing(logging.Filter):
+    """Every phase builds new models and so new step functions, traced once each; TensorFlow
+    counts them as one function retraced too often and says so in a paragraph."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+def _train(
+    plan: Plan,
+    scanned: Any,
+    dist: Distribution,
+    mixed: bool,
+    gpus: int,
+    started: float,
+    progress: Progress,
+) -> TrainResult:
+    config = plan.config
+    hyper = _hyper(config, dist)
     progress.stage(
         f"devices: {gpus} GPU(s) visible; mixed precision {'on' if mixed else 'off'}; "
-        f"strategy {strategy_name} ({replicas} replica{'s' if replicas != 1 else ''})"
+        f"strategy {dist.describe()}"
     )
+    if dist.distributed:
+        scaled = (
+            f"learning rates x{hyper.factor:.3g} (--scale-learning-rate "
+            f"{config.scale_learning_rate})"
+        )
+        progress.note(
+            f"global batch {hyper.global_batch} = {hyper.per_replica_batch} per replica x "
+            f"{dist.replicas}; {scaled}"
+        )
+    agree(dist, "options", _config_identity(plan))
 
     size_text = f"{plan.size[0]}x{plan.size[1]}"
     origin = {"imagenet": "ImageNet weights", "none": "random weights (--weights none)"}
@@ -771,7 +1067,7 @@ def train(config: TrainConfig, progress: Progress = QUIET) -> TrainResult:
         f"building {config.arch} at {size_text} with "
         + origin.get(plan.weights.kind, f"the weights of {plan.weights.label}")
     )
-    with precision_policy(mixed), strategy.scope():
+    with precision_policy(mixed), dist.scope():
         backbone = build_backbone(config.arch, plan.size, plan.weights)
     if config.fine_tune_layers > len(backbone.layers):
         raise TrainingError(
@@ -819,17 +1115,24 @@ def train(config: TrainConfig, progress: Progress = QUIET) -> TrainResult:
         train_digests=prepared.digests["train"],
         val_digests=prepared.digests["val"],
     )
-    with precision_policy(mixed), strategy.scope():
+    with precision_policy(mixed):
+        counts = [len(splits.get(name)) for name in SPLIT_NAMES]
+        agree(dist, "dataset", json.dumps([prepared.fingerprint, labels, counts]))
         if plan.weights.pretrained:
-            classifier = build_classifier(
-                config.arch, backbone, num_classes, dropout=config.dropout
+            with dist.scope():
+                classifier = build_classifier(
+                    config.arch, backbone, num_classes, dropout=config.dropout
+                )
+            mode, phases, cache_info = _train_on_features(
+                plan, classifier, data, mixed, progress, dist
             )
-            mode, phases, cache_info = _train_on_features(plan, classifier, data, mixed, progress)
         else:
-            classifier = build_classifier(
-                config.arch, backbone, num_classes, dropout=config.dropout, freeze_batchnorm=False
-            )
-            mode, phases, cache_info = _train_from_scratch(plan, classifier, data, progress)
+            with dist.scope():
+                classifier = build_classifier(
+                    config.arch, backbone, num_classes, dropout=config.dropout,
+                    freeze_batchnorm=False,
+                )  # fmt: skip
+            mode, phases, cache_info = _train_from_scratch(plan, classifier, data, progress, dist)
 
     model = _export_copy(plan, classifier.model, num_classes)
     val_accuracy, evaluation = _evaluate(model, data, prepared, config.batch_size, progress)
@@ -853,8 +1156,11 @@ def train(config: TrainConfig, progress: Progress = QUIET) -> TrainResult:
         fine_tune_layers=config.fine_tune_layers if fine_tuned else 0,
         fine_tune_epochs=config.fine_tune_epochs if fine_tuned else 0,
         batch_size=config.batch_size,
+        global_batch_size=hyper.global_batch,
         learning_rate=config.learning_rate,
         fine_tune_learning_rate=config.fine_tune_learning_rate,
+        learning_rate_scaling=config.scale_learning_rate,
+        learning_rate_factor=round(hyper.factor, 6),
         dropout=config.dropout,
         patience=config.patience,
         augment_variants=config.augment_variants if plan.weights.pretrained else 0,
@@ -864,18 +1170,29 @@ def train(config: TrainConfig, progress: Progress = QUIET) -> TrainResult:
         split_fractions=list(check_fractions(config.fractions)),
         given_splits=scanned.given is not None,
         group_pattern=config.group_pattern or None,
-        images={n: len(splits.get(n)) for n in ("train", "val", "test")},
+        images={n: len(splits.get(n)) for n in SPLIT_NAMES},
         corrupt_skipped=len(report.corrupt),
         validation_accuracy=round(val_accuracy, 6),
         test_accuracy=evaluation["top1"],
         test_top5=evaluation["top5"],
         mixed_precision=mixed,
-        strategy=strategy_name,
-        replicas=replicas,
+        strategy=dist.name,
+        workers=dist.workers,
+        replicas=dist.replicas,
         feature_cache=cache_info or None,
         phases=[phase.to_json() for phase in phases],
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         versions=_versions(),
     )
-    run = _write_run(plan, model, splits, evaluation, phases, run, started, progress)
-    return TrainResult(run_dir=plan.out.resolve(), run=run, report=evaluation)
+    if dist.is_chief:
+        run = _write_run(plan, model, splits, evaluation, phases, run, started, progress, plan.out)
+        return TrainResult(run_dir=plan.out.resolve(), run=run, report=evaluation)
+    # The other workers go through the same steps into a folder of their own, then drop it.
+    scratch = Path(tempfile.mkdtemp(prefix=f"edge-export-worker{dist.rank}-"))
+    try:
+        run = _write_run(
+            plan, model, splits, evaluation, phases, run, started, progress, scratch / "run"
+        )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return TrainResult(run_dir=None, run=run, report=evaluation, rank=dist.rank)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from typing import Any
 
 from exporter.commands.dataset import add_split_options, parse_fractions
+from exporter.distribute import DEFAULT_CLUSTER_TIMEOUT_S, LR_SCALING_CHOICES, STRATEGY_CHOICES
 from exporter.errors import TrainingError
 
 ARCH_CHOICES = (
@@ -36,6 +38,13 @@ examples:
   edge-export train --data data/gtsrb --arch tiny_cnn --weights none --input-size 32 \\
       --group-pattern '^(\\d+_\\d+)_' --epochs 40 --learning-rate 0.002 --patience 0 \\
       --out runs/gtsrb
+
+  # two hosts: the same command on each, TF_CONFIG naming both (index 0 on host-a, the chief,
+  # which writes the run directory; index 1 on host-b):
+  TF_CONFIG='{"cluster": {"worker": ["host-a:2222", "host-b:2222"]},
+              "task": {"type": "worker", "index": 0}}' \\
+  edge-export train --data data/flowers --arch mobilenet_v3_small --weights mnv3s.weights.h5 \\
+      --strategy multi-worker --out runs/flowers
 """
 
 
@@ -118,7 +127,11 @@ def register(subparsers: Any) -> None:
         help="epochs of head (or from-scratch) training (default 20)",
     )
     group.add_argument(
-        "--batch-size", type=int, default=32, metavar="N", help="global batch size (default 32)"
+        "--batch-size",
+        type=int,
+        default=32,
+        metavar="N",
+        help="batch size per replica (device); a step trains on N x replicas examples (default 32)",
     )
     group.add_argument(
         "--learning-rate",
@@ -199,9 +212,24 @@ def register(subparsers: Any) -> None:
     group.add_argument(
         "--strategy",
         default="auto",
-        choices=("auto", "mirrored", "multi-worker", "none"),
+        choices=STRATEGY_CHOICES,
         help="tf.distribute strategy (auto: mirrored over all GPUs when there are "
-        "several, else none; multi-worker reads TF_CONFIG)",
+        "several, else none; multi-worker trains with the cluster TF_CONFIG names)",
+    )
+    group.add_argument(
+        "--scale-learning-rate",
+        default="sqrt",
+        choices=LR_SCALING_CHOICES,
+        help="with several replicas, multiply the learning rates by sqrt(replicas), by "
+        "replicas (linear), or leave them (none); default sqrt",
+    )
+    group.add_argument(
+        "--cluster-timeout",
+        type=float,
+        default=DEFAULT_CLUSTER_TIMEOUT_S,
+        metavar="S",
+        help="multi-worker: give up, with exit code 1, when the other workers cannot be "
+        f"reached or make no progress for S seconds (default {DEFAULT_CLUSTER_TIMEOUT_S:g})",
     )
     group.add_argument("--workers", type=int, metavar="N", help="threads decoding images")
     parser.add_argument(
@@ -213,6 +241,11 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.strategy == "multi-worker" and not getattr(args, "verbose", False):
+        # When a cluster fails, TensorFlow's C++ log repeats in pages of RPC detail what the
+        # one-line error says; `edge-export -v train ...` keeps it.
+        if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2") == "2":
+            os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     from exporter.progress import Progress
     from exporter.train import TrainConfig, train
 
@@ -243,6 +276,8 @@ def run(args: argparse.Namespace) -> int:
         use_cache=not args.no_cache,
         mixed_precision=args.mixed_precision,
         strategy=args.strategy,
+        scale_learning_rate=args.scale_learning_rate,
+        cluster_timeout=args.cluster_timeout,
         workers=args.workers,
         force=args.force,
     )

@@ -13,9 +13,21 @@ the later epochs is the figure of merit (target: at least 10x).
 (GTSRB: frames of one physical sign never straddle train and test), reporting float top-1 on the
 held-out test split and the wall time; with the export stage installed, also int8 TFLite top-1.
 
+``scaling`` (with ``--strategy mirrored|multi-worker``): ``edge-export train`` once on one replica
+and once on ``--replicas`` of them (MirroredStrategy over the GPUs, or over the CPU split into
+logical devices when there is none; or that many worker processes on loopback with
+``TF_CONFIG``), from scratch and on a frozen backbone with fine-tuning, with the same batch per
+replica; the one-replica run takes the same distributed code path (one logical device, or a
+cluster of one worker). It reports each phase's training images per second (run.json, epochs
+after the first), per replica, and the scaling ratio. On one machine the replicas share its
+cores: the figures check that the distributed path works and what it costs, they are no
+speed-up.
+
     python benchmarks/train.py                                   # timing, inception_v3 at 139
     python benchmarks/train.py --arch mobilenet_v2 --input-size 96
     python benchmarks/train.py --data ../shared/testdata/gtsrb   # accuracy, tiny_cnn at 32
+    python benchmarks/train.py --strategy multi-worker           # scaling, 2 workers
+    python benchmarks/train.py --strategy mirrored --replicas 2  # scaling, 2 devices
 """
 
 from __future__ import annotations
@@ -174,11 +186,11 @@ def accuracy(args: argparse.Namespace) -> dict[str, Any]:
             "input_size": [args.input_size, args.input_size],
             "group_pattern": args.group_pattern,
             "epochs": args.epochs,
-            "epochs_run": sum(p["epochs_run"] for p in result.run["phases"]),
-            "images": result.run["images"],
+            "epochs_run": sum(p["epochs_run"] for p in result.run.phases),
+            "images": result.run.images,
             "float_top1_test": result.report["top1"],
             "float_top5_test": result.report["top5"],
-            "float_top1_val": result.run["validation_accuracy"],
+            "float_top1_val": result.run.validation_accuracy,
             "train_wall_s": round(wall, 1),
             "train_cpu_s": round(cpu, 1),
             "cpu_count": os.cpu_count(),
@@ -187,6 +199,170 @@ def accuracy(args: argparse.Namespace) -> dict[str, Any]:
         if args.int8:
             figures.update(int8_top1(out, Path(tmp) / "bundle", say))
     return figures
+
+
+# The CPU split into logical devices before TensorFlow starts, so MirroredStrategy has replicas
+# to mirror over on a machine without GPUs.
+SPLIT_CPU = """
+import sys
+import tensorflow as tf
+
+count = int(sys.argv[1])
+if not tf.config.list_physical_devices("GPU"):
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    devices = [tf.config.LogicalDeviceConfiguration() for _ in range(count)]
+    tf.config.set_logical_device_configuration(cpu, devices)
+from exporter.cli import main
+
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def cpu_description() -> dict[str, Any]:
+    """The processor the figures were measured on (``lscpu``): model and the SIMD flags that
+    matter for TensorFlow's kernels."""
+    import subprocess
+
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return {"model": "unknown (no lscpu)", "flags": [], "cpus": os.cpu_count()}
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    flags = fields.get("Flags", "").split()
+    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8")
+    return {
+        "model": fields.get("Model name", "unknown").strip(),
+        "flags": [f for f in wanted if f in flags],
+        "cpus": os.cpu_count(),
+    }
+
+
+def free_ports(count: int) -> list[int]:
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for item in sockets:
+            item.bind(("127.0.0.1", 0))
+        return [item.getsockname()[1] for item in sockets]
+    finally:
+        for item in sockets:
+            item.close()
+
+
+def run_training(
+    strategy: str, replicas: int, train_args: list[str], out: Path, timeout: float
+) -> dict[str, Any]:
+    """``edge-export train`` on ``replicas`` replicas with ``strategy`` (``none``: one); returns
+    the chief's run.json."""
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    cli = [sys.executable, "-m", "exporter.cli"]
+    args = ["train", *train_args, "--out", str(out), "--strategy", strategy, "--quiet"]
+    if strategy == "multi-worker":
+        ports = free_ports(replicas)
+        commands = []
+        for index in range(replicas):
+            config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                      "task": {"type": "worker", "index": index}}  # fmt: skip
+            worker_args = [*args]
+            worker_args[worker_args.index("--out") + 1] = str(out) + ("" if index == 0 else
+                                                                      f"-w{index}")  # fmt: skip
+            commands.append(([*cli, *worker_args], {**env, "TF_CONFIG": json.dumps(config)}))
+    elif strategy == "mirrored":
+        commands = [([sys.executable, "-c", SPLIT_CPU, str(replicas), *args], env)]
+    else:
+        commands = [([*cli, *args], env)]
+    procs = [subprocess.Popen(c, env=e, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True) for c, e in commands]  # fmt: skip
+    errors = []
+    try:
+        for proc in procs:
+            _, err = proc.communicate(timeout=timeout)
+            if proc.returncode:
+                errors.append(err.strip().splitlines()[-1:] or ["(no output)"])
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    if errors:
+        raise SystemExit(f"{strategy} x{replicas} failed: {errors}")
+    return json.loads((out / "run.json").read_text())
+
+
+def scaling(args: argparse.Namespace) -> dict[str, Any]:
+    """One replica against ``--replicas`` under ``--strategy``, from scratch and on a frozen
+    backbone with fine-tuning, same batch per replica."""
+    import subprocess
+
+    from exporter.dataset import synthesize_dataset
+
+    say = Progress(quiet=args.quiet)
+    with tempfile.TemporaryDirectory(prefix="edge-train-scaling-") as tmp:
+        work = Path(tmp)
+        say.stage(f"rendering {args.per_class} synthetic traffic-sign images per class")
+        synthesize_dataset(
+            "traffic-signs", work / "data", per_class=args.per_class, size=args.input_size,
+            seed=0, progress=say,
+        )  # fmt: skip
+        weights = work / f"{args.arch}.weights.h5"
+        code = (
+            "import sys; from exporter.backbones import WeightsChoice, build_backbone;"
+            "build_backbone(sys.argv[1], (int(sys.argv[2]),) * 2, WeightsChoice('none'))"
+            ".save_weights(sys.argv[3])"
+        )
+        subprocess.run([sys.executable, "-c", code, args.arch, str(args.input_size),
+                        str(weights)], check=True, capture_output=True,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+        common = ["--data", str(work / "data"), "--arch", args.arch, "--input-size",
+                  str(args.input_size), "--batch-size", str(args.batch_size), "--epochs",
+                  str(args.epochs), "--patience", "0", "--no-cache"]  # fmt: skip
+        modes = {
+            "from scratch": ["--weights", "none"],
+            "frozen backbone + fine-tuning": ["--weights", str(weights), "--augment-variants",
+                                              "1", "--fine-tune-layers", "10",
+                                              "--fine-tune-epochs", str(args.epochs)],
+        }  # fmt: skip
+        rows = []
+        for number, (mode, extra) in enumerate(modes.items()):
+            runs = {}
+            # The baseline runs the same distributed code path on one replica, so the ratio
+            # measures the replicas and not the input pipeline.
+            for strategy, replicas in ((args.strategy, 1), (args.strategy, args.replicas)):
+                say.stage(f"{mode}: {strategy} x{replicas}")
+                out = work / f"run-{number}-{strategy}-{replicas}"
+                runs[replicas] = run_training(
+                    strategy, replicas, [*common, *extra], out, args.timeout
+                )
+            one, many = runs[1], runs[args.replicas]
+            for base, scaled in zip(one["phases"], many["phases"], strict=True):
+                single = base["images_per_second"]
+                total = scaled["images_per_second"]
+                rows.append({
+                    "mode": mode,
+                    "phase": base["name"],
+                    "global_batch": [one["global_batch_size"], many["global_batch_size"]],
+                    "one_replica_images_per_s": single,
+                    "images_per_s": total,
+                    "per_replica_images_per_s": round(total / args.replicas, 2),
+                    "scaling": round(total / single, 3),
+                    "efficiency": round(total / single / args.replicas, 3),
+                })  # fmt: skip
+    return {
+        "benchmark": "scaling",
+        "strategy": args.strategy,
+        "replicas": args.replicas,
+        "arch": args.arch,
+        "input_size": [args.input_size, args.input_size],
+        "per_class": args.per_class,
+        "batch_per_replica": args.batch_size,
+        "epochs": args.epochs,
+        "cpu": cpu_description(),
+        "load_average_1min": round(os.getloadavg()[0], 1),
+        "rows": rows,
+    }
 
 
 def int8_top1(run_dir: Path, bundle: Path, say: Progress) -> dict[str, Any]:
@@ -215,6 +391,29 @@ def int8_top1(run_dir: Path, bundle: Path, say: Progress) -> dict[str, Any]:
 
 
 def markdown(figures: dict[str, Any], command: str) -> str:
+    if figures["benchmark"] == "scaling":
+        cpu = figures["cpu"]
+        lines = [
+            f"`{command}`",
+            "",
+            f"{figures['arch']} at {figures['input_size'][0]}x{figures['input_size'][1]}, "
+            f"{figures['batch_per_replica']} images per replica per step, {figures['epochs']} "
+            f"epochs a phase; {cpu['model']} ({', '.join(cpu['flags']) or 'no AVX2'}), "
+            f"{cpu['cpus']} CPUs, 1-minute load average {figures['load_average_1min']} at the "
+            "end:",
+            "",
+            f"| mode | phase | {figures['strategy']} x1 "
+            f"| {figures['strategy']} x{figures['replicas']} "
+            "| per replica | scaling | efficiency |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for row in figures["rows"]:
+            lines.append(
+                f"| {row['mode']} | {row['phase']} | {row['one_replica_images_per_s']:.1f} img/s "
+                f"| {row['images_per_s']:.1f} img/s | {row['per_replica_images_per_s']:.1f} "
+                f"img/s | {row['scaling']:.2f}x | {row['efficiency']:.0%} |"
+            )
+        return "\n".join(lines)
     if figures["benchmark"] == "timing":
         return "\n".join([
             f"`{command}`",
@@ -263,7 +462,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input-size", type=int, help="side (timing: 139; accuracy: 32)")
     parser.add_argument("--epochs", type=int, help="epochs (timing: 10 head; accuracy: 40)")
     parser.add_argument("--naive-epochs", type=int, default=3, help="timing: naive epochs")
-    parser.add_argument("--per-class", type=int, default=20, help="timing: images per class")
+    parser.add_argument(
+        "--per-class", type=int, help="images per class (timing: 20; scaling: 80)"
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=0.002, help="accuracy: peak LR")
     parser.add_argument("--patience", type=int, default=0, help="accuracy: early stopping")
@@ -274,10 +475,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="accuracy: keep the run directory here")
     parser.add_argument("--no-int8", dest="int8", action="store_false",
                         help="accuracy: skip the int8 export")  # fmt: skip
+    parser.add_argument(
+        "--strategy", choices=("mirrored", "multi-worker"),
+        help="scaling: compare one replica with --replicas under this strategy",
+    )  # fmt: skip
+    parser.add_argument("--replicas", type=int, default=2, help="scaling: replicas (workers)")
+    parser.add_argument("--timeout", type=float, default=1800, help="scaling: seconds a run")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
-    if args.data:
+    if args.strategy:
+        args.arch = args.arch or "tiny_cnn"
+        args.input_size = args.input_size or 32
+        args.epochs = args.epochs or 3
+        args.per_class = args.per_class or 80
+        figures = scaling(args)
+    elif args.data:
         args.arch = args.arch or "tiny_cnn"
         args.input_size = args.input_size or 32
         args.epochs = args.epochs or 40
@@ -286,6 +499,7 @@ def main(argv: list[str] | None = None) -> int:
         args.arch = args.arch or "inception_v3"
         args.input_size = args.input_size or 139
         args.epochs = args.epochs or 10
+        args.per_class = args.per_class or 20
         figures = timing(args)
     if args.json:
         print(json.dumps(figures, indent=2))

@@ -485,6 +485,42 @@ def lost_worker_message(error: BaseException) -> str:
     )
 
 
+def average_replica_state(dist: Distribution, variables: Sequence[Any]) -> int:
+    """Set each variable that replicas update on their own to its mean over all replicas;
+    returns how many were averaged.
+
+    Keras 3 creates BatchNormalization's moving mean and variance without an aggregation, so
+    under a strategy every replica keeps the statistics of its own slices of the batches, and
+    the copies drift apart: reading one returns the first local replica's, a different model on
+    every worker. Every worker must call this at the same point (it is a collective).
+    """
+    import tensorflow as tf
+
+    if not dist.distributed or dist.replicas <= 1:
+        return 0
+    position = {replica: i for i, replica in enumerate(dist.local_replica_ids)}
+    averaged = 0
+    for variable in variables:
+        value = getattr(variable, "value", variable)
+        components = getattr(value, "values", None)
+        aggregation = getattr(value, "aggregation", None)
+        if (
+            components is None
+            or aggregation != tf.VariableAggregation.NONE
+            or not value.dtype.is_floating
+            or len(components) != len(position)
+        ):
+            continue
+        per_replica = dist.strategy.experimental_distribute_values_from_function(
+            lambda context, parts=components: tf.identity(
+                parts[position[int(context.replica_id_in_sync_group)]]
+            )
+        )
+        variable.assign(dist.strategy.reduce("MEAN", per_replica, axis=None))
+        averaged += 1
+    return averaged
+
+
 def _digest64(text: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big", signed=True)
 

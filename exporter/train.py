@@ -20,6 +20,7 @@ leaves a directory that looks complete.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -75,6 +76,7 @@ from exporter.distribute import (
     Distribution,
     RowExchange,
     agree,
+    average_replica_state,
     check_cluster_addresses,
     cluster_errors,
     distributed_batches,
@@ -314,9 +316,11 @@ def _callbacks(
     epochs: int,
     steps: int,
     clock: Callable[[], float] = time.perf_counter,
+    synchronize: Callable[[Any], None] = lambda model: None,
 ) -> tuple[Any, Any, Any]:
     """An early-stopping callback that restores the best epoch, a tqdm progress callback, and
-    one that times the training part of each epoch."""
+    one that times the training part of each epoch. ``synchronize(model)`` runs at the end of
+    every epoch, before the weights are judged (on every worker alike)."""
     import keras
 
     class BestEpoch(keras.callbacks.Callback):
@@ -331,6 +335,7 @@ def _callbacks(
             self.waited = 0
 
         def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+            synchronize(self.model)
             logs = logs or {}
             score = (float(logs.get("val_accuracy", 0.0)), -float(logs.get("val_loss", 0.0)))
             if self.best is None or score > self.best:
@@ -553,13 +558,22 @@ def fit_phase(
     patience: int,
     progress: Progress,
     validation_batch_size: int | None,
+    dist: Distribution | None = None,
 ) -> Phase:
     """Fit ``model`` on ``train_input``; keep the best epoch.
 
     ``validation`` is an ``(x, y)`` pair of arrays, batched by ``validation_batch_size``, or a
-    dataset (then ``validation_batch_size`` is None).
+    dataset (then ``validation_batch_size`` is None). Under a distribution strategy ``dist``,
+    the statistics every replica keeps for itself are averaged at the end of every epoch.
     """
-    best, bar, clock = _callbacks(patience, progress, name, epochs, train_input.steps)
+
+    def synchronize(trained: Any) -> None:
+        if dist is not None:
+            average_replica_state(dist, trained.non_trainable_weights)
+
+    best, bar, clock = _callbacks(
+        patience, progress, name, epochs, train_input.steps, synchronize=synchronize
+    )
     with warnings.catch_warnings():
         # fit's default shuffle=True does not apply to a dataset, which shuffles itself.
         warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
@@ -605,6 +619,7 @@ class TrainResult:
     run: RunInfo
     report: dict[str, Any]
     rank: int = 0
+    weights_sha256: str = ""
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -623,6 +638,7 @@ class TrainResult:
             "workers": self.run.workers,
             "replicas": self.run.replicas,
             "worker_rank": self.rank,
+            "weights_sha256": self.weights_sha256,
         }
 
     def summary_text(self) -> str:
@@ -670,6 +686,14 @@ def _export_copy(plan: Plan, trained: Any, num_classes: int) -> Any:
         ).model
     copy.set_weights(trained.get_weights())
     return copy
+
+
+def weights_digest(model: Any) -> str:
+    """SHA-256 over a model's weight arrays in order: equal on every worker of one run."""
+    digest = hashlib.sha256()
+    for array in model.get_weights():
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -834,7 +858,8 @@ def _train_on_features(
         fit_phase(
             "head", head, train_input, validation, epochs=config.epochs,
             patience=config.patience, progress=progress, validation_batch_size=validation_batch,
-            )
+            dist=dist,
+        )
     ]  # fmt: skip
     classifier.model.get_layer(HEAD_DENSE).set_weights(head.get_layer(HEAD_DENSE).get_weights())
     if not fine_tune:
@@ -857,7 +882,7 @@ def _train_on_features(
         fit_phase(
             "fine-tune", classifier.model, train_input, validation,
             epochs=config.fine_tune_epochs, patience=config.patience, progress=progress,
-            validation_batch_size=validation_batch,
+            validation_batch_size=validation_batch, dist=dist,
         )
     )  # fmt: skip
     return "frozen-features+fine-tune", phases, cache_info
@@ -896,6 +921,7 @@ def _train_from_scratch(
     phase = fit_phase(
         "end-to-end", classifier.model, train_input, validation, epochs=config.epochs,
         patience=config.patience, progress=progress, validation_batch_size=validation_batch,
+        dist=dist,
     )  # fmt: skip
     return "end-to-end", [phase], {}
 
@@ -1135,6 +1161,7 @@ def _train(
             mode, phases, cache_info = _train_from_scratch(plan, classifier, data, progress, dist)
 
     model = _export_copy(plan, classifier.model, num_classes)
+    digest = weights_digest(model)
     val_accuracy, evaluation = _evaluate(model, data, prepared, config.batch_size, progress)
 
     fine_tuned = mode.endswith("fine-tune")
@@ -1186,7 +1213,9 @@ def _train(
     )
     if dist.is_chief:
         run = _write_run(plan, model, splits, evaluation, phases, run, started, progress, plan.out)
-        return TrainResult(run_dir=plan.out.resolve(), run=run, report=evaluation)
+        return TrainResult(
+            run_dir=plan.out.resolve(), run=run, report=evaluation, weights_sha256=digest
+        )
     # The other workers go through the same steps into a folder of their own, then drop it.
     scratch = Path(tempfile.mkdtemp(prefix=f"edge-export-worker{dist.rank}-"))
     try:
@@ -1195,4 +1224,6 @@ def _train(
         )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return TrainResult(run_dir=None, run=run, report=evaluation, rank=dist.rank)
+    return TrainResult(
+        run_dir=None, run=run, report=evaluation, rank=dist.rank, weights_sha256=digest
+    )

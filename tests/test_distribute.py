@@ -402,7 +402,9 @@ def test_two_workers_train_from_scratch_into_one_run_that_exports(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run-0", "tmp"]
     assert chief["run_dir"] == str(tmp_path / "run-0") and other["run_dir"] is None
     assert (chief["workers"], chief["replicas"], other["worker_rank"]) == (2, 2, 1)
-    # Both workers end with the same weights, so they score the test split alike.
+    # Both workers end with the same weights (BatchNorm statistics, which each replica keeps for
+    # itself, averaged too), so the chief's run is the model of the whole cluster.
+    assert chief["weights_sha256"] == other["weights_sha256"] and chief["weights_sha256"]
     assert chief["test_accuracy"] == other["test_accuracy"]
     run = json.loads((tmp_path / "run-0" / "run.json").read_text())
     assert run["strategy"] == "multi-worker" and run["workers"] == 2 and run["replicas"] == 2
@@ -457,6 +459,8 @@ def test_two_workers_share_the_feature_cache_and_fine_tune(
     )  # fmt: skip
     for code, _, err in results:
         assert code == 0, err[-3000:]
+    chief, other = (json.loads(out) for _, out, _ in results)
+    assert chief["weights_sha256"] == other["weights_sha256"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "run-0", "tmp"]
     run = json.loads((tmp_path / "run-0" / "run.json").read_text())
     assert run["training_mode"] == "frozen-features+fine-tune"
@@ -519,6 +523,21 @@ codes = [
     main(["train", *common, "--out", "features", "--weights", weights, "--cache-dir", cache,
           "--fine-tune-layers", "3", "--fine-tune-epochs", "1"]),
 ]
+
+# Statistics each replica keeps for itself (BatchNorm's) are set to their mean over replicas.
+import keras
+import numpy as np
+from exporter.distribute import average_replica_state, make_distribution
+
+dist = make_distribution("mirrored")
+with dist.scope():
+    layer = keras.layers.BatchNormalization()
+    layer.build((None, 3))
+parts = layer.moving_mean.value.values
+for i, part in enumerate(parts):
+    part.assign([float(i)] * 3)
+assert average_replica_state(dist, layer.non_trainable_weights) == 2
+assert all(np.allclose(part.numpy(), 0.5) for part in parts), [p.numpy() for p in parts]
 sys.exit(max(codes))
 """
 

@@ -460,10 +460,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", help="real dataset: run the accuracy benchmark on it")
     parser.add_argument("--arch", help="backbone (timing: inception_v3; accuracy: tiny_cnn)")
     parser.add_argument("--input-size", type=int, help="side (timing: 139; accuracy: 32)")
-    parser.add_argument("--epochs", type=int, help="epochs (timing: 10 head; accuracy: 40)")
+    parser.add_argument(
+        "--epochs", type=int, help="epochs (timing: 10 head; accuracy: 40; scaling: 4)"
+    )
     parser.add_argument("--naive-epochs", type=int, default=3, help="timing: naive epochs")
     parser.add_argument(
-        "--per-class", type=int, help="images per class (timing: 20; scaling: 80)"
+        "--per-class", type=int, help="images per class (timing: 20; scaling: 150)"
     )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=0.002, help="accuracy: peak LR")
@@ -487,8 +489,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.strategy:
         args.arch = args.arch or "tiny_cnn"
         args.input_size = args.input_size or 32
-        args.epochs = args.epochs or 3
-        args.per_class = args.per_class or 80
+        args.epochs = args.epochs or 4
+        args.per_class = args.per_class or 150
         figures = scaling(args)
     elif args.data:
         args.arch = args.arch or "tiny_cnn"

@@ -346,6 +346,12 @@ def _mirrored_strategy(devices: tuple[str, ...]) -> Any:
     return tf.distribute.MirroredStrategy(list(devices))
 
 
+def _tf_version() -> str:
+    import tensorflow as tf
+
+    return str(tf.__version__)
+
+
 def _bound_the_rendezvous(cluster: ClusterConfig, timeout: float) -> None:
     """Configure TensorFlow's coordination service as MultiWorkerMirroredStrategy would, plus
     a deadline for every task to register.
@@ -368,8 +374,8 @@ def _bound_the_rendezvous(cluster: ClusterConfig, timeout: float) -> None:
             continue
     if pb2 is None:
         raise TrainingError(
-            "this TensorFlow has no coordination service configuration: --strategy "
-            "multi-worker needs TensorFlow 2.13 or later"
+            f"TensorFlow {_tf_version()} has no coordination service configuration where this "
+            "trainer looks for it: --strategy multi-worker was made with TensorFlow 2.21"
         )
     spec = multi_worker_util.normalize_cluster_spec(cluster.to_json()["cluster"])
     jobs = [
@@ -383,7 +389,14 @@ def _bound_the_rendezvous(cluster: ClusterConfig, timeout: float) -> None:
         coordinated_jobs=jobs,
         cluster_register_timeout_in_ms=int(timeout * 1000),
     )
-    context.context().coordination_service.cluster_register_with_barrier = True
+    config = context.context().coordination_service
+    if "cluster_register_with_barrier" not in config.DESCRIPTOR.fields_by_name:
+        raise TrainingError(
+            f"TensorFlow {_tf_version()} cannot bound the wait for the other workers (its "
+            "coordination service lacks cluster_register_with_barrier): --strategy multi-worker "
+            "was made with TensorFlow 2.21"
+        )
+    config.cluster_register_with_barrier = True
 
 
 def make_distribution(

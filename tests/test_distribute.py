@@ -488,22 +488,24 @@ def test_workers_that_disagree_stop_with_one_line_each(shapes: Path, tmp_path: P
 
 
 @pytest.mark.tensorflow
-def test_a_chief_whose_workers_never_come_gives_up_with_one_line(
-    shapes: Path, tmp_path: Path
+@pytest.mark.parametrize("index", [0, 1], ids=["chief-alone", "worker-without-chief"])
+def test_a_worker_that_cannot_reach_the_others_gives_up_with_one_line(
+    shapes: Path, tmp_path: Path, index: int
 ) -> None:
-    # The chief leads TensorFlow's coordination service, which by itself waits for ever.
+    # The chief leads TensorFlow's coordination service, which by itself waits for ever; the
+    # other worker cannot reach a chief that never started.
     ports = free_ports(2)
     (tmp_path / "tmp").mkdir()
     done = subprocess.run(
         [sys.executable, "-m", "exporter.cli",
          *train_args(shapes, "run", "--weights", "none", "--cluster-timeout", "2", "--quiet")],
-        env=worker_env(tmp_path / "tmp", tf_config(ports, 0)), capture_output=True, text=True,
-        timeout=120, cwd=tmp_path,
+        env=worker_env(tmp_path / "tmp", tf_config(ports, index)), capture_output=True,
+        text=True, timeout=120, cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 1 and not done.stdout
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("edge-export: error: not every worker of TF_CONFIG joined within 2 s")
-    assert f"127.0.0.1:{ports[1]}" in line and "--cluster-timeout" in line
+    assert f"127.0.0.1:{ports[1 - index]}" in line and "--cluster-timeout" in line
     assert not (tmp_path / "run").exists()
 
 

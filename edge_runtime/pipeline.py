@@ -4,8 +4,23 @@ This is where the stages' data meet, frame by frame (``wiring`` builds the stage
 ``serving`` loads the model and its postprocessor). Two threads keep the backend busy: a producer
 reads frames and prepares input tensors into a small ring of preallocated buffers, while the
 consumer (the thread that calls :meth:`Pipeline.run`) runs inference, postprocessing and the sinks.
-Live sources capture in their own thread with a latest-frame-wins slot, so a slow model sees fresh
-frames instead of a growing backlog. The runtime status it reports to is handed in and outlives it.
+The runtime status it reports to is handed in and outlives it.
+
+How prepared frames reach the backend depends on the source:
+
+- **live** sources (cameras, streams, paced synthetic scenes) capture in their own thread into a
+  latest-frame-wins slot, and the prepared frame waits in a second one-slot hand-off
+  (:class:`PreparedFrameSlot`): a newer prepared frame replaces one the backend has not taken yet.
+  So the frame the backend gets when it becomes free is the newest one prepared, at most one
+  camera period plus one preprocessing old, instead of the tail of a queue (a queue of two in
+  front of a 50 ms model held frames ~150 ms old). Replaced frames are counted as
+  ``superseded``.
+- **file** sources (folders, videos, synthetic scenes without ``fps``) deliver every frame in
+  order through a short FIFO (:class:`PreparedFrameQueue`, ``queue_depth``), so preprocessing the
+  next frames overlaps inference and nothing is skipped.
+
+Every result carries the frame's age, from capture (``Frame.timestamp``) to the start of its
+inference (``latency_ms["age_at_inference"]``) and to its decision (``latency_ms["total"]``).
 
 The model can be swapped while the pipeline runs (:meth:`Pipeline.swap_model`); frames already
 prepared for the old model finish on it, the next frame uses the new one, and no frame is lost.
@@ -75,8 +90,9 @@ class PipelineOptions:
 
     ``max_frames``: stop after this many results (None: until the source ends or ``stop()``).
     ``pipelined``: prepare the next frame while the current one is inferred (off = one thread, for
-    comparison). ``queue_depth``: prepared frames waiting for the backend. ``read_timeout``: how
-    long a read from a live source may wait before the loop checks for ``stop()``.
+    comparison). ``queue_depth``: prepared frames of a *file* source waiting for the backend (a
+    live source always hands over through one latest-wins slot). ``read_timeout``: how long a read
+    from a live source may wait before the loop checks for ``stop()``.
     """
 
     max_frames: int | None = None
@@ -87,7 +103,11 @@ class PipelineOptions:
 
 @dataclass
 class RunSummary:
-    """What one run of the pipeline did."""
+    """What one run of the pipeline did.
+
+    ``skipped``: frames preprocessing refused. ``superseded``: frames of a live source prepared
+    but replaced by a newer one before the backend was free (never inferred).
+    """
 
     frames: int
     seconds: float
@@ -98,6 +118,7 @@ class RunSummary:
     status: dict[str, Any] = field(default_factory=dict)
     #: the run ended because a sink's reader went away (standard output piped into ``head``)
     output_closed: bool = False
+    superseded: int = 0
 
 
 @dataclass
@@ -112,6 +133,103 @@ class _Work:
 
 
 _END = object()
+
+
+class PreparedFrameSlot:
+    """The hand-off of prepared frames from a live source's producer to the backend: one slot,
+    the newest prepared frame wins.
+
+    ``put`` never blocks: it stores the item and returns the one it replaced (prepared, never
+    inferred), so the producer can reuse its buffer. ``take`` returns the pending item, waiting
+    up to ``timeout``; after ``finish`` it returns the pending item, then ``_END``.
+    """
+
+    #: preallocated input buffers the producer needs: one inferred, one waiting, one being prepared
+    buffers = 3
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._item: _Work | None = None
+        self._finished = False
+
+    def put(self, item: _Work) -> _Work | None:
+        """Store ``item``; returns the unread item it replaced, or None."""
+        with self._cond:
+            replaced, self._item = self._item, item
+            self._cond.notify_all()
+            return replaced
+
+    def take(self, timeout: float) -> _Work | object | None:
+        """The pending item; ``_END`` once finished and empty; None after ``timeout`` seconds."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._item is not None or self._finished, timeout)
+            if self._item is not None:
+                item, self._item = self._item, None
+                return item
+            return _END if self._finished else None
+
+    def finish(self) -> None:
+        """No more items: ``take`` returns the pending one, then ``_END``."""
+        with self._cond:
+            self._finished = True
+            self._cond.notify_all()
+
+    def drain(self) -> list[_Work]:
+        """Remove and return what is pending (the pipeline is stopping)."""
+        with self._cond:
+            item, self._item = self._item, None
+            return [item] if item is not None else []
+
+
+class PreparedFrameQueue:
+    """The hand-off for file sources: a FIFO of ``depth`` prepared frames, every frame in order.
+
+    ``put`` waits while the queue is full; it returns None once the item is queued, or the item
+    itself when ``stop`` is set while it waits (the pipeline is stopping).
+    """
+
+    def __init__(self, depth: int, stop: threading.Event) -> None:
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=max(1, depth))
+        self._stop = stop
+        self.buffers = max(1, depth) + 2
+
+    def put(self, item: _Work) -> _Work | None:
+        """Queue ``item`` (waits while full); returns ``item`` when stopped first, else None."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return None
+            except queue.Full:
+                continue
+        return item
+
+    def take(self, timeout: float) -> _Work | object | None:
+        """The oldest item, ``_END`` after the last, or None after ``timeout`` seconds."""
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def finish(self) -> None:
+        """Queue the end marker (waits for room unless the pipeline is stopping)."""
+        while True:
+            try:
+                self._queue.put(_END, timeout=0.1)
+                return
+            except queue.Full:
+                if self._stop.is_set():
+                    return
+
+    def drain(self) -> list[_Work]:
+        """Remove and return what is queued (the pipeline is stopping)."""
+        items: list[_Work] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return items
+            if isinstance(item, _Work):
+                items.append(item)
 
 
 class Pipeline:
@@ -142,6 +260,8 @@ class Pipeline:
         self._next_postprocessor: FramePostprocessor | None = None
         self._retiring: dict[int, tuple[PipelineModel, bool]] = {}
         self._skipped = 0
+        self._superseded = 0
+        self._count_lock = threading.Lock()
         self._producer_error: BaseException | None = None
         self._closed_sinks: set[int] = set()
 
@@ -241,12 +361,16 @@ class Pipeline:
             skipped=self._skipped,
             status=snapshot,
             output_closed=bool(self._closed_sinks),
+            superseded=self._superseded,
         )
 
     def _source_stats(self) -> dict[str, Any]:
         stats = self.source.stats_snapshot()
         # Frames the source delivered but preprocessing refused count as corrupt too.
         stats["corrupt"] = stats.get("corrupt", 0) + self._skipped
+        if self.source.live:
+            with self._count_lock:
+                stats["superseded"] = self._superseded
         return stats
 
     def _read(self) -> Frame | None | object:
@@ -280,18 +404,23 @@ class Pipeline:
             ready = self._clock()
             self._finish(frame, model, tensor, (ready - start) * 1e3, ready)
 
+    def _handoff(self) -> PreparedFrameSlot | PreparedFrameQueue:
+        """How prepared frames reach the backend: latest wins for a live source, a FIFO else."""
+        if self.source.live:
+            return PreparedFrameSlot()
+        return PreparedFrameQueue(self.options.queue_depth, self._stop)
+
     def _run_pipelined(self) -> None:
-        work: queue.Queue[object] = queue.Queue(maxsize=max(1, self.options.queue_depth))
+        handoff = self._handoff()
         producer = threading.Thread(
-            target=self._produce, args=(work,), name="edge-preprocess", daemon=True
+            target=self._produce, args=(handoff,), name="edge-preprocess", daemon=True
         )
         producer.start()
         current_generation = 0
         try:
             while True:
-                try:
-                    item = work.get(timeout=0.1)
-                except queue.Empty:
+                item = handoff.take(timeout=0.1)
+                if item is None:
                     if not producer.is_alive():
                         break
                     continue
@@ -313,16 +442,11 @@ class Pipeline:
             self._stop.set()
             # Unblock a producer waiting for a free buffer or queue slot, then let it end.
             while producer.is_alive():
-                try:
-                    while True:
-                        leftover = work.get_nowait()
-                        if isinstance(leftover, _Work):
-                            leftover.free.put(leftover.tensor)
-                except queue.Empty:
-                    pass
+                for leftover in handoff.drain():
+                    leftover.free.put(leftover.tensor)
                 producer.join(timeout=0.05)
 
-    def _produce(self, work: queue.Queue[object]) -> None:
+    def _produce(self, handoff: PreparedFrameSlot | PreparedFrameQueue) -> None:
         ring_generation = -1
         free: queue.Queue[np.ndarray] = queue.Queue()
         try:
@@ -338,7 +462,7 @@ class Pipeline:
                 if generation != ring_generation:
                     # Buffers belong to one model's input shape: a new model gets a new ring.
                     free = queue.Queue()
-                    for _ in range(self.options.queue_depth + 2):
+                    for _ in range(handoff.buffers):
                         free.put(model.new_input())
                     ring_generation = generation
                 buffer = self._wait(free)
@@ -353,12 +477,18 @@ class Pipeline:
                     continue
                 ready = self._clock()
                 item = _Work(frame, tensor, generation, model, free, (ready - start) * 1e3, ready)
-                if not self._put(work, item):
-                    break
+                left = handoff.put(item)
+                if left is item:
+                    break  # stopping
+                if left is not None:
+                    # A newer frame was ready before the backend took this one.
+                    left.free.put(left.tensor)
+                    with self._count_lock:
+                        self._superseded += 1
         except BaseException as exc:  # noqa: BLE001 - handed to run(), which raises it
             self._producer_error = exc
         finally:
-            self._put(work, _END, force=True)
+            handoff.finish()
 
     def _wait(self, free: queue.Queue[np.ndarray]) -> np.ndarray | None:
         while not self._stop.is_set():
@@ -367,16 +497,6 @@ class Pipeline:
             except queue.Empty:
                 continue
         return None
-
-    def _put(self, work: queue.Queue[object], item: object, force: bool = False) -> bool:
-        while force or not self._stop.is_set():
-            try:
-                work.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                if force and self._stop.is_set():
-                    return False
-        return False
 
     def _skip(self, frame: Frame, exc: EdgeRuntimeError) -> None:
         self._skipped += 1
@@ -418,6 +538,8 @@ class Pipeline:
             "preprocess": preprocess_ms,
             "queue": max(0.0, (start - ready_at) * 1e3),
             "inference": (inferred - start) * 1e3,
+            # How old the frame was when the backend began on it: what freshness means.
+            "age_at_inference": max(0.0, (start - frame.timestamp) * 1e3),
         }
         prediction = self._postprocessor.process(
             probabilities,
@@ -429,7 +551,7 @@ class Pipeline:
         )
         done = self._clock()
         latency["postprocess"] = (done - inferred) * 1e3
-        latency["total"] = max(0.0, (done - frame.timestamp) * 1e3)
+        latency["total"] = max(0.0, (done - frame.timestamp) * 1e3)  # the age at decision
         prediction = dataclasses.replace(prediction, latency_ms=latency)
         for sink in self.sinks:
             if id(sink) in self._closed_sinks:

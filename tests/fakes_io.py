@@ -100,6 +100,8 @@ class FakeCamera:
 
     Each frame is BGR: background ``CAMERA_BGR``, pixel (0, 0) = (frame number % 256, session,
     200), so tests can check order, colour conversion and which connection a frame came from.
+    With a ``gate``, each read of the driver first takes one of its permits, so a test decides
+    how many frames exist.
     """
 
     def __init__(
@@ -110,8 +112,10 @@ class FakeCamera:
         width: int = 32,
         height: int = 24,
         read_delay_s: float = 0.0,
+        gate: threading.Semaphore | None = None,
     ) -> None:
         self.sessions = list(sessions)
+        self.gate = gate
         self.outage_opens = outage_opens
         self.width, self.height = width, height
         self.read_delay_s = read_delay_s
@@ -162,6 +166,8 @@ class FakeVideoCapture:
 
     def read(self) -> tuple[bool, np.ndarray | None]:
         camera = self.camera
+        if camera.gate is not None:
+            camera.gate.acquire()
         if camera.read_delay_s:
             time.sleep(camera.read_delay_s)
         with camera.lock:

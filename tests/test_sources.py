@@ -269,25 +269,58 @@ def test_synthetic_without_fps_is_every_frame_of_the_scene_in_order() -> None:
     assert source.stats.dropped == 0 and source.stats.delivered == 6
 
 
+class GatedSleep:
+    """A camera's frame pacing under the test's control: each wait for the next frame takes one
+    permit (``allow``), and moves the fake clock by the wait. ``waiting`` tells when the
+    capture thread is parked for its next permit, so the frames captured so far are known."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.permits = threading.Semaphore(0)
+        self.waiting = threading.Event()
+
+    def __call__(self, seconds: float) -> None:
+        self.clock.sleep(seconds)
+        self.waiting.set()
+        self.permits.acquire()
+        self.waiting.clear()
+
+    def allow(self, frames: int) -> None:
+        """Let the camera capture ``frames`` more frames, and wait until it has."""
+        for _ in range(frames):
+            self.waiting.clear()
+            self.permits.release()
+            assert wait_until(self.waiting.is_set)
+
+
 def test_synthetic_with_fps_paces_like_a_camera_and_drops_for_a_slow_reader() -> None:
     clock = FakeClock(start=0.0)
+    pacing = GatedSleep(clock)
     source = open_source(
-        "synthetic:banknotes?fps=100&frames=30&width=64&height=48", clock=clock, sleep=clock.sleep
+        "synthetic:banknotes?fps=100&frames=30&width=64&height=48", clock=clock, sleep=pacing
     )
     assert source.live
     frames = []
     with source:
-        while (got := source.read(timeout=5)) is not None:
+        assert wait_until(pacing.waiting.is_set)  # frame 0 is captured, frame 1 waits its turn
+        while len(frames) < 9:
+            got = source.read(timeout=5)
+            assert got is not None
             frames.append(got)
-            # A slow model: the camera captures two more frames while it works on this one.
-            wanted = min(30, got.index + 3)
-            assert wait_until(lambda n=wanted: source.stats_snapshot()["captured"] >= n)
-        assert source.ended
-    indices = [f.index for f in frames]
-    assert indices == sorted(set(indices)) and indices[-1] == 29
+            # A slow model: the camera captures three more frames while it works on this one.
+            pacing.allow(3)
+        # The reader always gets the newest frame captured, not the oldest one unread: a
+        # buffer that queued frames would hand over frame 1, then 2, ... here.
+        assert [f.index for f in frames] == [0, 3, 6, 9, 12, 15, 18, 21, 24]
+        pacing.allow(1)  # frame 28
+        pacing.permits.release()  # frame 29, after which the stream ends by design
+        assert wait_until(lambda: source.stats_snapshot()["captured"] == 30)
+        last = source.read(timeout=5)
+        assert last is not None and last.index == 29
+        assert source.read(timeout=5) is None and source.ended
     stats = source.stats
-    assert stats.captured == 30
-    assert stats.dropped > 0 and stats.captured == stats.delivered + stats.dropped
+    assert stats.captured == 30 and stats.delivered == 10
+    assert stats.dropped == 20 and stats.captured == stats.delivered + stats.dropped
     # 30 frames at 100 fps cannot arrive faster than the pace: 29 periods on the camera's clock.
     assert clock.now == pytest.approx(0.29) and clock.sleeps
     assert all(pause == pytest.approx(0.01) for pause in clock.sleeps)
@@ -454,17 +487,23 @@ def test_camera_that_disconnects_and_comes_back_is_reopened_with_backoff() -> No
 
 
 def test_slow_reader_gets_the_newest_frame_and_drops_are_counted() -> None:
-    camera = FakeCamera(sessions=(None,), read_delay_s=0.001)
+    gate = threading.Semaphore(30)  # the driver hands over exactly 30 frames, then waits
+    camera = FakeCamera(sessions=(None,), gate=gate)
     source = open_source("camera:0", capture_factory=camera.factory)
     with source:
-        assert wait_until(lambda: source.stats.captured >= 30)
+        assert wait_until(lambda: source.stats_snapshot()["captured"] == 30)
+        # The newest of the 30, not the oldest unread one (a queue would hand over 0, or 26
+        # for a queue of four that drops its oldest).
         newest = source.read(timeout=5)
-        assert newest is not None and newest.index >= 29
+        assert newest is not None and newest.index == 29
+        gate.release(3)
+        assert wait_until(lambda: source.stats_snapshot()["captured"] == 33)
         second = source.read(timeout=5)
-        assert second is not None and second.index > newest.index
+        assert second is not None and second.index == 32
+        gate.release(10**6)  # let the capture thread run, so that closing can stop it
     drain(source, timeout=0.5)  # whatever was captured before close
     stats = source.stats
-    assert stats.dropped >= 28
+    assert stats.dropped >= 30
     assert stats.captured == stats.delivered + stats.dropped
     assert source.read(timeout=0.1) is None and source.ended
 

@@ -22,9 +22,15 @@ StatusProvider = Callable[[], Mapping[str, Any]]
 PREFIX = "edge_classify"
 #: seconds; from a fast int8 model on a desktop CPU to a float model on a Pi Zero
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+#: seconds; a frame's age from capture, from a fresh frame at a fast model to a backlog
+AGE_BUCKETS = (0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0)
+#: where in ``Prediction.latency_ms`` a frame's age is: at the start of inference, at decision
+AGE_KEYS = {"inference": "age_at_inference", "decision": "total"}
 _SOURCE_COUNTERS = {
     "captured": "frames the source captured",
     "dropped": "frames a live source overwrote before they were read (latest frame wins)",
+    "superseded": "frames of a live source prepared, then replaced by a newer one before the "
+    "backend was free (latest frame wins)",
     "corrupt": "frames or files that could not be decoded and were skipped",
     "reconnects": "times a live source reopened its device",
 }
@@ -104,6 +110,14 @@ class PredictionMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.frame_age = client.Histogram(
+            f"{PREFIX}_frame_age_seconds",
+            "age of a frame since its capture, when its inference began (at=inference) and when "
+            "its result was decided (at=decision)",
+            ["at"],
+            buckets=AGE_BUCKETS,
+            registry=self.registry,
+        )
         self.score = client.Gauge(
             f"{PREFIX}_last_score", "probability of the latest label", registry=self.registry
         )
@@ -119,8 +133,15 @@ class PredictionMetrics:
         if prediction.event:
             self.events.labels(prediction.label).inc()
         self.score.set(prediction.score)
+        ages = AGE_KEYS.values()
         for stage, value_ms in prediction.latency_ms.items():
+            if stage in ages and stage != "total":
+                continue  # an age, not a stage ("total" stays a stage, as it always was)
             self.latency.labels(stage).observe(value_ms / 1000.0)
+        for at, key in AGE_KEYS.items():
+            age_ms = prediction.latency_ms.get(key)
+            if age_ms is not None:
+                self.frame_age.labels(at).observe(age_ms / 1000.0)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""

@@ -243,3 +243,85 @@ def test_any_size_gives_the_model_shape(
     assert out.shape == (dst[0], dst[1], 3) and out.dtype == np.uint8
     if image.min() == image.max() and mode != "letterbox":
         assert (out == image[0, 0]).all()
+
+
+# -- area downscaling through the integral image ---------------------------------------------
+def exact_area(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Box means computed in float64 with the box-coverage weights OpenCV's INTER_AREA uses."""
+
+    def weights(source: int, output: int) -> np.ndarray:
+        edges = np.arange(output + 1) * (source / output)
+        pixels = np.arange(source)
+        overlap = np.minimum(edges[1:, None], pixels + 1) - np.maximum(edges[:-1, None], pixels)
+        return np.clip(overlap, 0, None) / (source / output)
+
+    wy, wx = weights(image.shape[0], height), weights(image.shape[1], width)
+    rows = np.tensordot(wy, image.astype(np.float64), axes=(1, 0))  # (height, W, 3)
+    return np.tensordot(rows, wx, axes=(1, 1)).transpose(0, 2, 1)  # (height, width, 3)
+
+
+@pytest.mark.parametrize(
+    ("source", "output"),
+    [
+        ((720, 1280), (96, 96)),
+        ((480, 640), (96, 96)),
+        ((929, 512), (128, 128)),
+        ((300, 500), (7, 13)),
+    ],
+)
+def test_integral_area_is_correctly_rounded_and_matches_opencv(
+    source: tuple[int, int], output: tuple[int, int]
+) -> None:
+    from edge_runtime.preprocess.area import plan_for
+
+    rng = np.random.default_rng(sum(source))
+    image = rng.integers(0, 256, (*source, 3), dtype=np.uint8)
+    assert plan_for(*source, *output) is not None  # the integral path runs here
+    ours = prepare(image, PreprocessSpec(*output))
+    # Correctly rounded: within half a level of the exact mean (plus float32 noise), so two
+    # results can differ only where the mean is a tie (x.5) that they round apart.
+    exact = exact_area(image, *output)
+    assert np.abs(ours - exact).max() <= 0.5 + 1e-3
+    opencv = cv2.resize(image, output[::-1], interpolation=cv2.INTER_AREA)
+    difference = np.abs(ours.astype(int) - opencv.astype(int))
+    assert difference.max() <= 1
+    ties = np.isclose(exact - np.floor(exact), 0.5, atol=1e-3)
+    assert np.all(ties[difference > 0])
+
+
+def test_integral_area_only_where_it_pays() -> None:
+    from edge_runtime.preprocess.area import plan_for
+
+    assert plan_for(720, 1280, 72, 128) is None  # an integer factor: OpenCV's fast path
+    assert plan_for(160, 160, 96, 96) is None  # a small reduction
+    assert plan_for(96, 96, 224, 224) is None  # an upscale
+    assert plan_for(4000, 6000, 96, 96) is None  # its integral would be too large to keep
+
+
+def test_integral_area_on_cropped_views_and_in_threads() -> None:
+    import threading
+
+    rng = np.random.default_rng(7)
+    frame = rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8)
+    # center-crop hands a strided view (the middle 720x720) to the resize
+    spec = PreprocessSpec(96, 96, resize="center-crop")
+    expected = cv2.resize(frame[:, 280:1000], (96, 96), interpolation=cv2.INTER_AREA)
+    assert np.abs(prepare(frame, spec).astype(int) - expected.astype(int)).max() <= 1
+    # Each thread keeps its own scratch buffers: concurrent sizes do not mix.
+    sizes = [(96, 96), (64, 112), (40, 40), (96, 96)]
+    results: dict[int, bool] = {}
+
+    def work(number: int, size: tuple[int, int]) -> None:
+        ok = True
+        for _ in range(20):
+            got = prepare(frame, PreprocessSpec(*size))
+            reference = cv2.resize(frame, size[::-1], interpolation=cv2.INTER_AREA)
+            ok &= bool(np.abs(got.astype(int) - reference.astype(int)).max() <= 1)
+        results[number] = ok
+
+    threads = [threading.Thread(target=work, args=(n, s)) for n, s in enumerate(sizes)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert results == dict.fromkeys(range(len(sizes)), True)

@@ -85,8 +85,15 @@ class ModelConfig(_Section):
         "auto", description="Inference backend; auto picks by file format and device profile."
     )
     artifact: str | None = Field(None, description="Artifact file name inside a bundle.")
-    precision: Literal["int8", "fp16", "dynamic", "fp32"] | None = Field(
-        None, description="Pick the bundle artifact of this precision."
+    precision: Literal["auto", "int8", "fp16", "dynamic", "fp32"] | None = Field(
+        "auto",
+        description="Pick the bundle artifact of this precision; auto times the artifacts on "
+        "this device once and runs the fastest that passed the accuracy gate (cached).",
+    )
+    cache_dir: str | None = Field(
+        None,
+        description="Where auto precision caches its measured choice "
+        "(default $XDG_CACHE_HOME/edge-runtime).",
     )
     threads: int | None = Field(None, ge=0, description="Inference threads; 0 = all cores.")
     profile: str | None = Field(None, description="Device profile name or .toml; default detected.")

@@ -56,6 +56,7 @@ from edge_runtime.selection import (
     artifact_candidates,
     backend_candidates,
     check_compatible,
+    measured_order,
     options_from_profile,
 )
 from edge_runtime.tomlfile import read_toml_text
@@ -295,13 +296,18 @@ def load_model(
     profile: DeviceProfile | str | None = None,
     roi: Roi | None = None,
     activation: str = "auto",
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> LoadedModel:
     """Load a bundle (directory or ``.tar``), a bare ``.tflite`` or a bare ``.onnx``.
 
     ``labels``: a label file (or a list of names) overriding what the model carries.
     ``backend``: ``auto`` (by file format and the profile's backend order), ``litert`` or
     ``onnxruntime``. ``options``: backend settings (default: the profile's). ``artifact`` /
-    ``precision``: which artifact of a bundle to run (default: the profile's preference).
+    ``precision``: which artifact of a bundle to run. ``precision="auto"`` times the bundle's
+    artifacts on this device on its first load and runs the fastest that passed the accuracy
+    gate (:mod:`edge_runtime.autoselect`; the choice is cached in ``cache_dir``, default
+    ``$XDG_CACHE_HOME/edge-runtime``, and ``info["selection"]`` tells it); None takes the
+    profile's preference order without timing. ``artifact`` wins over ``precision``.
     ``profile``: a device profile or its name (default: formats tflite then onnx, int8 first); a
     bundle whose ``compatible.profiles`` leave it out is refused.
 
@@ -326,9 +332,10 @@ def load_model(
         entry("backend", backend)  # an unknown name is reported before anything is loaded
     if fmt == "bundle":
         return _load_bundle_model(
-            source, labels, backend, options, artifact, precision, device, roi, activation
-        )
-    if artifact is not None or precision is not None:
+            source, labels, backend, options, artifact, precision, device, roi, activation,
+            cache_dir,
+        )  # fmt: skip
+    if artifact is not None or precision not in (None, "auto"):
         raise ConfigError("--artifact and --precision choose among a bundle's artifacts")
     return _load_bare_model(source, fmt, labels, backend, options, device, roi, activation)
 
@@ -487,13 +494,42 @@ def _load_bundle_model(
     device: DeviceProfile | None,
     roi: Roi | None,
     activation: str,
+    cache_dir: str | os.PathLike[str] | None,
 ) -> LoadedModel:
     bundle = load_bundle(source)
     try:
         check_compatible(bundle.manifest, profile=device)
+        auto = precision == "auto" and artifact is None
         candidates = artifact_candidates(
-            bundle, artifact=artifact, precision=precision, backend=backend_name, profile=device
+            bundle,
+            artifact=artifact,
+            precision=None if precision == "auto" else precision,
+            backend=backend_name,
+            profile=device,
         )
+        selection: dict[str, Any] = {"source": "asked" if artifact or precision else "profile"}
+        if auto and len(candidates) > 1:
+            from edge_runtime import autoselect
+
+            def opener(item: Artifact) -> Backend:
+                return _open_first(
+                    bundle.path_of(item.path),
+                    item.format,
+                    backend_candidates(item.format, backend_name, device),
+                    options,
+                )
+
+            choice = autoselect.choose(
+                bundle,
+                candidates,
+                opener,
+                backend=backend_name,
+                options=options,
+                profile=device.name if device is not None else "",
+                cache_dir=cache_dir,
+            )
+            candidates = measured_order(candidates, choice.artifact)
+            selection = choice.to_json()
         manifest = bundle.manifest
         backend: Backend | None = None
         chosen: Artifact | None = None
@@ -543,6 +579,7 @@ def _load_bundle_model(
                 "labels": len(names),
                 "labels_from": labels_from,
                 "metadata": "bundle",
+                "selection": selection,
             }
             return LoadedModel(
                 backend=backend,

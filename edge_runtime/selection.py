@@ -1,14 +1,16 @@
 """Which artifact of a bundle runs here, in which backend, and whether the bundle may run at all.
 
-Pure decisions over a manifest, a device profile and the runtime's version: no file, network or
-hardware access, so the OTA client can ask "can this bundle run on this device?" before it
-downloads or installs anything, and :func:`edge_runtime.model.load_model` asks the same question
-with the same answer when it loads.
+Pure decisions over a manifest, a device profile, the runtime's version and (for
+``precision = "auto"``) latencies measured on this device: no file, network or hardware access,
+so the OTA client can ask "can this bundle run on this device?" before it downloads or installs
+anything, and :func:`edge_runtime.model.load_model` asks the same question with the same answer
+when it loads. The timing itself and its cache are :mod:`edge_runtime.autoselect`'s.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any, cast
 
@@ -29,6 +31,14 @@ if TYPE_CHECKING:  # the bundle package imports this module; keep the cycle out 
 #: artifact formats and precisions in the order a device without a profile prefers them
 DEFAULT_FORMATS: tuple[str, ...] = ("tflite", "onnx")
 DEFAULT_PRECISIONS: tuple[str, ...] = ("int8", "fp16", "dynamic", "fp32")
+#: the precision choices: ``auto`` measures the bundle's artifacts here and takes the fastest
+PRECISION_CHOICES: tuple[str, ...] = ("auto", *DEFAULT_PRECISIONS)
+#: measured latencies this close to the fastest (a fraction) count as a tie, which the profile's
+#: order breaks: timing noise on a busy device must not flip the choice between equals
+TIE_TOLERANCE = 0.05
+#: an artifact without a gate decision is eligible when its recorded top-1 is at most this many
+#: points below the float model's (the exporter's default gate)
+DEFAULT_MAX_DROP_POINTS = 1.0
 
 
 def options_from_profile(
@@ -149,6 +159,100 @@ def artifact_candidates(
 
 
 # --------------------------------------------------------------------------------------------
+# precision = "auto": the fastest artifact that passed the accuracy gate
+
+
+@dataclass(frozen=True)
+class ArtifactTiming:
+    """One artifact timed on this device: median inference milliseconds (None: it could not be
+    loaded or run here, ``error`` says why) and whether its accuracy may serve (``eligible``,
+    ``reason``)."""
+
+    artifact: str
+    format: str
+    precision: str
+    backend: str
+    median_ms: float | None
+    runs: int = 0
+    eligible: bool = True
+    reason: str = ""
+    error: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "artifact": self.artifact,
+            "format": self.format,
+            "precision": self.precision,
+            "backend": self.backend,
+            "median_ms": None if self.median_ms is None else round(self.median_ms, 4),
+            "runs": self.runs,
+            "eligible": self.eligible,
+            "reason": self.reason,
+            "error": self.error,
+        }
+
+
+def gate_verdict(manifest: BundleManifest, item: Artifact) -> tuple[bool, str]:
+    """May ``item`` serve when chosen for speed? ``(eligible, reason)``.
+
+    The exporter's accuracy gate decides when the manifest records it
+    (``training.details.export.gate.decisions``, keyed ``format-precision``): only ``pass`` is
+    eligible (an artifact bundled under ``--allow-accuracy-drop`` failed it). Without a
+    decision, the recorded top-1 must be within the recorded ``max_accuracy_drop_points`` (else
+    :data:`DEFAULT_MAX_DROP_POINTS`) of the float model's. A float32 artifact is the reference and
+    always eligible, and so is one with nothing recorded (a hand-made bundle).
+    """
+    if item.precision == "fp32":
+        return True, "float reference"
+    details = manifest.training.details if manifest.training is not None else {}
+    export = details.get("export") if isinstance(details, dict) else None
+    export = export if isinstance(export, dict) else {}
+    gate = export.get("gate")
+    decisions = gate.get("decisions") if isinstance(gate, dict) else None
+    key = f"{item.format}-{item.precision}"
+    if isinstance(decisions, dict) and key in decisions:
+        decision = str(decisions[key])
+        return decision == "pass", f"accuracy gate: {decision}"
+    float_accuracy = export.get("float_accuracy")
+    if item.accuracy is None or not isinstance(float_accuracy, (int, float)):
+        return True, "no accuracy recorded"
+    limit = export.get("max_accuracy_drop_points", DEFAULT_MAX_DROP_POINTS)
+    if not isinstance(limit, (int, float)):
+        limit = DEFAULT_MAX_DROP_POINTS
+    drop = (float(float_accuracy) - item.accuracy) * 100.0
+    if drop > float(limit) + 1e-9:
+        return False, f"top-1 {drop:.1f} points below float (limit {float(limit):g})"
+    return True, f"top-1 within {float(limit):g} points of float"
+
+
+def choose_measured(
+    timings: Sequence[ArtifactTiming],
+    preference: Sequence[str],
+    tolerance: float = TIE_TOLERANCE,
+) -> ArtifactTiming | None:
+    """The fastest eligible artifact measured; None when none was.
+
+    ``preference``: artifact names in the profile's order; among artifacts within ``tolerance``
+    of the fastest median the earliest there wins (a tie on a noisy device keeps the
+    profile's choice, e.g. the smaller int8 file).
+    """
+    timed = [t for t in timings if t.eligible and t.median_ms is not None]
+    if not timed:
+        return None
+    fastest = min(t.median_ms for t in timed if t.median_ms is not None)
+    limit = fastest * (1 + tolerance)
+    close = [t for t in timed if t.median_ms is not None and t.median_ms <= limit]
+    rank = {name: i for i, name in enumerate(preference)}
+    return min(close, key=lambda t: (rank.get(t.artifact, len(rank)), t.median_ms))
+
+
+def measured_order(candidates: Sequence[Artifact], chosen: str | None) -> list[Artifact]:
+    """``candidates`` with the measured choice first and the rest in their order."""
+    first = [c for c in candidates if c.path == chosen]
+    return first + [c for c in candidates if c.path != chosen]
+
+
+# --------------------------------------------------------------------------------------------
 # May this bundle run here at all?
 
 
@@ -205,7 +309,12 @@ def check_compatible(
 __all__ = [
     "DEFAULT_FORMATS",
     "DEFAULT_PRECISIONS",
+    "PRECISION_CHOICES",
+    "ArtifactTiming",
     "artifact_candidates",
+    "choose_measured",
+    "gate_verdict",
+    "measured_order",
     "backend_candidates",
     "can_run",
     "check_compatible",

@@ -81,6 +81,7 @@ def load_serving_model(
         profile=profile,
         options=options_from_profile(profile, threads=section.threads),
         roi=roi,
+        cache_dir=section.cache_dir,
     )
     try:
         postprocessor = postprocessor_for(model, config.postprocess, stills=stills)

@@ -6,8 +6,9 @@ session-scoped and built only when a test asks for it.
 
 from __future__ import annotations
 
+import os
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,20 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTDATA = ROOT / ".." / "shared" / "testdata"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """``precision = "auto"`` caches its measured choices under ``$XDG_CACHE_HOME``: the tests'
+    go to a directory of their own (child processes inherit it), never to the user's cache."""
+    path = tmp_path_factory.mktemp("xdg-cache")
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(path)
+    yield path
+    if before is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = before
 
 
 @pytest.fixture(scope="session")

@@ -48,8 +48,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, labels: bool = True)
     )
     parser.add_argument(
         "--precision",
-        choices=("int8", "fp16", "dynamic", "fp32"),
-        help="run the bundle's artifact of this precision",
+        choices=("auto", "int8", "fp16", "dynamic", "fp32"),
+        help="run the bundle's artifact of this precision; auto (the default) times them on "
+        "this device once and runs the fastest that passed the accuracy gate",
     )
     parser.add_argument(
         "--threads",
@@ -80,7 +81,7 @@ def load_model_from_args(args: argparse.Namespace, **overrides: Any) -> LoadedMo
         "labels": getattr(args, "labels", None),
         "backend": args.backend,
         "artifact": args.artifact,
-        "precision": args.precision,
+        "precision": args.precision or "auto",
         "profile": profile,
         "options": options_from_profile(profile, threads=args.threads),
     }

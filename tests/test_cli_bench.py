@@ -22,6 +22,11 @@ def bench(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, list[dic
     return code, records, captured.err
 
 
+def runs_of(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The per-artifact records (the last line of a bundle's run is the auto choice)."""
+    return [r for r in records if "auto_choice" not in r]
+
+
 def check_figures(record: dict[str, Any], frames: int) -> None:
     assert record["frames"] == frames
     assert set(record["latency_ms"]) == STAGES
@@ -58,15 +63,30 @@ def test_bench_a_bare_model(imagenet_model: Path, capsys: pytest.CaptureFixture[
 def test_bench_every_artifact_of_a_bundle(
     onnx_bundle: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, records, _ = bench(capsys, "--model", str(onnx_bundle), "--frames", "5", "--json")
+    code, records, _ = bench(
+        capsys, "--model", str(onnx_bundle), "--frames", "5", "--json", "--live-frames", "8"
+    )
     assert code == 0
-    assert sorted((r["model"]["artifact"], r["model"]["backend"]) for r in records) == [
+    runs, choice = runs_of(records), records[-1]
+    assert sorted((r["model"]["artifact"], r["model"]["backend"]) for r in runs) == [
         ("model_fp32.onnx", "onnxruntime"),
         ("model_int8.onnx", "onnxruntime"),
     ]
-    for record in records:
+    for record in runs:
         check_figures(record, 5)
         assert record["model"]["name"] == "colours"
+        # The live run: the pipelined runtime fed by a paced camera reports frame ages.
+        live = record["live"]
+        assert live["results"] == 8 and live["camera_fps"] == 100.0
+        ages = live["age_at_inference_ms"], live["age_at_decision_ms"]
+        assert 0 <= ages[0]["p50"] <= ages[1]["p50"]
+    # The choice precision "auto" would make here: the faster inference p50 of the two (both
+    # eligible; near-ties go to the profile's order, int8 first).
+    assert choice["auto_choice"] in {"model_fp32.onnx", "model_int8.onnx"}
+    p50 = {r["model"]["artifact"]: r["latency_ms"]["inference"]["p50"] for r in runs}
+    other = next(name for name in p50 if name != choice["auto_choice"])
+    assert p50[choice["auto_choice"]] <= p50[other] * 1.05
+    assert {row["artifact"] for row in choice["timings"]} == set(p50)
     code, records, _ = bench(
         capsys,
         "--model",
@@ -78,6 +98,7 @@ def test_bench_every_artifact_of_a_bundle(
         "model_fp32.onnx",
     )
     assert code == 0 and [r["model"]["artifact"] for r in records] == ["model_fp32.onnx"]
+    assert "auto_choice" not in records[-1]  # one artifact: nothing to choose
     code, records, _ = bench(
         capsys, "--model", str(onnx_bundle), "--frames", "3", "--json", "--precision", "int8"
     )
@@ -92,6 +113,7 @@ def test_bench_human_output(
     assert code == 0
     for word in ("preprocess", "inference", "postprocess", "total", "fps", "peak RSS"):
         assert word in out
+    assert "live camera 100 fps, pipelined:" in out and "frame age at inference p50" in out
     assert "model.onnx (onnx ?) on onnxruntime" in out
 
 

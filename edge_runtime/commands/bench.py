@@ -26,6 +26,10 @@ For each artifact and backend: p50/p95/p99 latency of preprocess (resize into th
 inference (the backend's run) and postprocess (dequantize, softmax when needed, top-k and the
 bundle's thresholds into a prediction), frames per second over
 the whole loop, and the process's peak resident memory so far (it only grows from run to run).
+Then the same frames from a paced live camera (--camera-fps) through the real pipelined
+runtime: results per second and each frame's age from capture to the start of its inference
+and to its decision. For a bundle, the end says which artifact precision "auto" takes on this
+device (the fastest inference p50 whose accuracy passed the exporter's gate).
 """
 
 STAGES = ("preprocess", "inference", "postprocess", "total")
@@ -51,6 +55,20 @@ def register(subparsers: Any) -> None:
         default="640x480",
         metavar="WxH",
         help="size of the synthetic camera frames (default: 640x480)",
+    )
+    parser.add_argument(
+        "--camera-fps",
+        type=float,
+        default=100.0,
+        metavar="FPS",
+        help="rate of the paced live camera for the frame-age run (default: 100; 0 = skip it)",
+    )
+    parser.add_argument(
+        "--live-frames",
+        type=int,
+        default=60,
+        metavar="N",
+        help="results of the live frame-age run (default: 60)",
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per run")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress lines on stderr")
@@ -99,7 +117,7 @@ def plan_runs(args: argparse.Namespace) -> list[tuple[str | None, str]]:
         artifacts = bundle.manifest.artifacts
         if args.artifact is not None:
             artifacts = [bundle.manifest.artifact(Path(args.artifact).name)]
-        if args.precision is not None:
+        if args.precision not in (None, "auto"):
             artifacts = [a for a in artifacts if a.precision == args.precision]
         runs: list[tuple[str | None, str]] = []
         for item in artifacts:
@@ -166,6 +184,95 @@ def measure(model: Any, frames: list[Any], count: int, warmup: int) -> dict[str,
     }
 
 
+def measure_live(model: Any, frames: list[Any], fps: float, count: int) -> dict[str, Any]:
+    """``count`` results of the pipelined runtime fed by a camera paced at ``fps``: results per
+    second and the frames' ages (capture to inference start, capture to decision)."""
+    from edge_runtime.pipeline import Pipeline, PipelineOptions
+    from edge_runtime.sources.live import Captured, LiveSource
+
+    class PacedFrames(LiveSource):
+        """The bench frames as a live camera: one every 1/fps seconds, latest frame wins."""
+
+        def __init__(self) -> None:
+            super().__init__("bench-camera")
+            self._next = 0.0
+            self._taken = 0
+
+        def _connect(self) -> None:
+            self._next = time.monotonic()
+
+        def _capture(self) -> Captured:
+            wait = self._next - time.monotonic()
+            if wait > 0:
+                self._stop.wait(wait)
+            self._next = max(self._next + 1.0 / fps, time.monotonic())
+            self._taken += 1
+            return Captured(frames[self._taken % len(frames)])
+
+    pipeline = Pipeline(
+        PacedFrames(), model, model.postprocessor(), [], options=PipelineOptions(max_frames=count)
+    )
+    summary = pipeline.run()
+    latency = summary.status.get("latency_ms", {})
+    return {
+        "camera_fps": fps,
+        "results": summary.frames,
+        "fps": round(summary.fps, 2),
+        "superseded": summary.superseded,
+        "age_at_inference_ms": latency.get("age_at_inference", {}),
+        "age_at_decision_ms": latency.get("total", {}),
+    }
+
+
+def auto_choice(args: argparse.Namespace, results: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """What ``precision = "auto"`` takes, judged on this run's inference p50 of each artifact
+    (None for a bare model, or when fewer than two artifacts ran)."""
+    from edge_runtime.bundle import load_bundle
+    from edge_runtime.model import artifact_candidates, model_kind, resolve_profile
+    from edge_runtime.selection import ArtifactTiming, choose_measured, gate_verdict
+
+    timed = [r for r in results if r["model"].get("precision") is not None]
+    if model_kind(Path(args.model)) != "bundle" or len(timed) < 2:
+        return None
+    from devices import profile_for_this_device
+
+    profile = (
+        resolve_profile(args.profile) if args.profile is not None else profile_for_this_device()
+    )
+    with load_bundle(Path(args.model)) as bundle:
+        manifest = bundle.manifest
+        order = [a.path for a in artifact_candidates(manifest, profile=profile)]
+        timings = []
+        for result in timed:
+            info = result["model"]
+            eligible, reason = gate_verdict(manifest, manifest.artifact(info["artifact"]))
+            timings.append(
+                ArtifactTiming(
+                    info["artifact"], info["format"], info["precision"], info["backend"],
+                    result["latency_ms"]["inference"]["p50"], result["frames"], eligible, reason,
+                )
+            )  # fmt: skip
+    chosen = choose_measured(timings, order)
+    return {
+        "auto_choice": chosen.artifact if chosen is not None else None,
+        "backend": chosen.backend if chosen is not None else None,
+        "timings": [t.to_json() for t in timings],
+    }
+
+
+def _human_choice(choice: dict[str, Any]) -> str:
+    lines = ['precision "auto" on this device (inference p50; the exporter\'s accuracy gate):']
+    for row in choice["timings"]:
+        mark = "->" if row["artifact"] == choice["auto_choice"] else "  "
+        verdict = "eligible" if row["eligible"] else "not eligible"
+        lines.append(
+            f"  {mark} {row['artifact']:<24}{row['backend']:<13}{row['median_ms']:>9.3f} ms"
+            f"  {verdict}: {row['reason']}"
+        )
+    lines.append(f"  chooses {choice['auto_choice'] or 'nothing (profile order)'}")
+    return "\n".join(lines)
+
+
 def _human(result: dict[str, Any]) -> str:
     info = result["model"]
     head = (
@@ -179,6 +286,15 @@ def _human(result: dict[str, Any]) -> str:
         figures = "".join(f"{row[key]:>9.3f}" for key in ("p50", "p95", "p99", "mean"))
         lines.append(f"  {stage:<12}{figures}")
     lines.append(f"  fps {result['fps']:.1f}   peak RSS {result['peak_rss_mb']:.1f} MB")
+    live = result.get("live")
+    if live:
+        ages = (live["age_at_inference_ms"], live["age_at_decision_ms"])
+        lines.append(
+            f"  live camera {live['camera_fps']:g} fps, pipelined: {live['fps']:.1f} results/s,"
+            f" frame age at inference p50 {ages[0].get('p50', 0):.2f} / p99 "
+            f"{ages[0].get('p99', 0):.2f} ms, at decision p50 {ages[1].get('p50', 0):.2f} / p99 "
+            f"{ages[1].get('p99', 0):.2f} ms"
+        )
     return "\n".join(lines)
 
 
@@ -193,9 +309,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.frames < 1 or args.warmup < 0:
         raise ConfigError("--frames must be at least 1 and --warmup at least 0")
+    if not 0 <= args.camera_fps <= 10_000 or args.live_frames < 1:
+        raise ConfigError("--camera-fps must be 0..10000 and --live-frames at least 1")
     width, height = parse_frame_size(args.frame_size)
     frames = _synthetic_frames(width, height)
     ran = 0
+    results: list[dict[str, Any]] = []
     for number, (artifact, backend) in enumerate(plan_runs(args)):
         overrides: dict[str, Any] = {"backend": backend}
         if artifact is not None:
@@ -219,6 +338,8 @@ def run(args: argparse.Namespace) -> int:
                     flush=True,
                 )
             figures = measure(model, frames, args.frames, args.warmup)
+            if args.camera_fps > 0:
+                figures["live"] = measure_live(model, frames, args.camera_fps, args.live_frames)
             spec = model.preprocess_spec
             result = {
                 "model": {
@@ -240,10 +361,18 @@ def run(args: argparse.Namespace) -> int:
                 **figures,
             }
         ran += 1
+        results.append(result)
         if args.json:
             print(json.dumps(result), flush=True)
         else:
             if number:
                 print()
             print(printable_lines(_human(result)), flush=True)
+    choice = auto_choice(args, results) if args.precision in (None, "auto") else None
+    if choice is not None:
+        if args.json:
+            print(json.dumps(choice), flush=True)
+        else:
+            print()
+            print(printable_lines(_human_choice(choice)), flush=True)
     return 0 if ran else 1

@@ -106,18 +106,19 @@ def cpu_description() -> str:
 
     Reads ``/proc/cpuinfo`` once (elsewhere: ``platform``'s answer only).
     """
-    model, flags = "", set[str]()
+    fields: dict[str, str] = {}
     try:
         text = Path("/proc/cpuinfo").read_text(errors="replace")[: 1 << 20]
     except OSError:
         text = ""
     for line in text.splitlines():
         name, _, value = line.partition(":")
-        name = name.strip().lower()
-        if not model and name in ("model name", "cpu model", "hardware", "model"):
-            model = value.strip()
-        elif name in ("flags", "features") and not flags:
-            flags = set(value.split())
+        fields.setdefault(name.strip().lower(), value.strip())  # the first processor's
+    # x86 says "model name"; 64-bit ARM boards say only "CPU part" and the board's "Model".
+    model = fields.get("model name") or fields.get("cpu model") or fields.get("model", "")
+    if "cpu part" in fields:
+        model = f"{model} (part {fields['cpu part']})".strip()
+    flags = set((fields.get("flags") or fields.get("features") or "").split())
     fast = ",".join(sorted(flags & SPEED_FLAGS))
     return f"{platform.machine()} | {model or platform.processor() or 'unknown'} | {fast}"
 

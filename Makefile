@@ -8,7 +8,9 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 # 30 s of a stream paced at 30 fps like a camera (drop ?fps=30 to run as fast as the model can).
 DEMO_FRAMES ?= 900
 
-.PHONY: demo demo-banknotes test test-slow lint typecheck venv-device venv-all clean
+BENCH_VENV ?= .venv-bench
+
+.PHONY: demo demo-banknotes test test-slow lint typecheck venv-device venv-all bench-venv compare clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +28,19 @@ $(VENV)/.all-installed: pyproject.toml | $(BIN)/python
 
 venv-device: $(VENV)/.device-installed
 venv-all: $(VENV)/.all-installed
+
+# MediaPipe for benchmarks/compare.py, in a venv of its own: its opencv-contrib-python is a second
+# cv2 that would replace the runtime's opencv-python-headless. The project is not installed there.
+$(BENCH_VENV)/.installed: benchmarks/requirements-mediapipe.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip --disable-pip-version-check -q install -r $<
+	touch $@
+
+bench-venv: $(BENCH_VENV)/.installed
+
+# The side-by-side comparison of docs/benchmarks.md (MediaPipe's column needs `make bench-venv`).
+compare: $(VENV)/.all-installed
+	$(BIN)/python benchmarks/compare.py --models all
 
 demo: $(VENV)/.device-installed
 	$(BIN)/edge-runtime run --model models/traffic-signs --source 'synthetic:traffic-signs?fps=30' \
@@ -49,4 +64,4 @@ test-slow: $(VENV)/.all-installed
 	$(BIN)/python -m pytest -m slow
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) $(BENCH_VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache

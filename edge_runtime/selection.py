@@ -35,7 +35,7 @@ DEFAULT_PRECISIONS: tuple[str, ...] = ("int8", "fp16", "dynamic", "fp32")
 PRECISION_CHOICES: tuple[str, ...] = ("auto", *DEFAULT_PRECISIONS)
 #: measured latencies this close to the fastest (a fraction) count as a tie, which the profile's
 #: order breaks: timing noise on a busy device must not flip the choice between equals
-TIE_TOLERANCE = 0.05
+TIE_TOLERANCE = 0.10
 #: an artifact without a gate decision is eligible when its recorded top-1 is at most this many
 #: points below the float model's (the exporter's default gate)
 DEFAULT_MAX_DROP_POINTS = 1.0

@@ -11,13 +11,19 @@ exporter's gate. The choice is cached in a small JSON file keyed by the bundle's
 that change int8 and float speed), the thread count and the backend settings; a later start
 reads it back and loads only the chosen artifact.
 
-The cache lives in ``$XDG_CACHE_HOME/edge-runtime`` (``~/.cache/edge-runtime``) unless a
-directory is given (``[model] cache_dir``; the daemon passes its state directory). It is an
-optimisation only: a cache that cannot be read or written is logged and ignored.
+The timing runs in a child process (:func:`measure_isolated`, ``python -m
+edge_runtime.autoselect``): loading every artifact would otherwise leave each backend's
+libraries and arenas in the serving process for good (ONNX Runtime alone adds some 30 MB of
+resident memory to a pipeline that then runs the ``.tflite``), and an artifact whose delegate
+crashes takes down only the child. The cache lives in ``$XDG_CACHE_HOME/edge-runtime``
+(``~/.cache/edge-runtime``) unless a directory is given (``[model] cache_dir``; the daemon passes
+its state directory). It is an optimisation only: a cache that cannot be read or written, or a
+timing child that fails, is logged and the profile's order stands.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -25,6 +31,8 @@ import logging
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -283,23 +291,27 @@ def _timings_from(entry: dict[str, Any]) -> tuple[ArtifactTiming, ...]:
     return tuple(timings)
 
 
+#: measures the given candidates of a bundle on this device
+Measurer = Callable[[Sequence[Artifact]], list[ArtifactTiming]]
+
+
 def choose(
     bundle: Bundle,
     candidates: Sequence[Artifact],
-    opener: Callable[[Artifact], Backend],
+    measurer: Measurer,
     *,
     backend: str,
     options: BackendOptions,
     profile: str = "",
     cache_dir: str | os.PathLike[str] | None = None,
-    budget: TimingBudget | None = None,
-    clock: Callable[[], float] = time.perf_counter,
 ) -> MeasuredChoice:
     """The measured choice among ``candidates`` (in the profile's order): from the cache when
-    this bundle was timed here with these settings before, else timed now and cached.
+    this bundle was timed here with these settings before, else measured now
+    (``measurer``: :func:`measure_isolated`, or :func:`measure` in this process) and cached.
 
     A cached artifact that is no longer among the candidates (another ``--backend``) is timed
-    again. Loading errors of single artifacts are recorded, not raised.
+    again. Loading errors of single artifacts are recorded, not raised; when nothing could be
+    timed the choice is None and nothing is cached.
     """
     names = [c.path for c in candidates]
     key = choice_key(bundle, backend, options, profile)
@@ -314,7 +326,7 @@ def choose(
             cpu=str(entry.get("cpu", cpu_description())),
             measured_at=str(entry.get("measured_at", "")),
         )
-    timings = measure(bundle, candidates, opener, budget or TimingBudget(), clock)
+    timings = measurer(candidates)
     best = choose_measured(timings, names)
     choice = MeasuredChoice(
         artifact=best.artifact if best is not None else None,
@@ -340,14 +352,98 @@ def choose(
     return choice
 
 
+# -- timing in a child process ------------------------------------------------------------------
+def measure_isolated(
+    bundle: Bundle,
+    candidates: Sequence[Artifact],
+    *,
+    backend: str,
+    options: BackendOptions,
+    profile: str,
+    budget: TimingBudget | None = None,
+    python: str = sys.executable,
+) -> list[ArtifactTiming]:
+    """Time ``candidates`` in a child process (``python -m edge_runtime.autoselect``), so their
+    backends never load into this one. A child that fails or times out is logged, and every
+    candidate is then reported untimed (the profile's order stands)."""
+    chosen = budget or TimingBudget()
+    request = {
+        "bundle": str(bundle.root),
+        "artifacts": [c.path for c in candidates],
+        "backend": backend,
+        "options": dataclasses.asdict(options),
+        "profile": profile,
+        "budget": dataclasses.asdict(chosen),
+    }
+    # The child imports this package from where this process found it (a source checkout too).
+    package_root = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    limit = 60.0 + len(candidates) * (chosen.seconds + 30.0)
+    try:
+        done = subprocess.run(
+            [python, "-m", "edge_runtime.autoselect"],
+            input=json.dumps(request),
+            capture_output=True,
+            text=True,
+            timeout=limit,
+            env=env,
+        )
+        rows = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError) as exc:
+        log.warning("timing the artifacts in a child process failed: %s", exc)
+        rows = None
+    if not isinstance(rows, list):
+        if rows is None and "done" in locals():
+            log.warning(
+                "timing the artifacts failed (exit %s): %s",
+                done.returncode,
+                (done.stderr.strip().splitlines() or [""])[-1][:300],
+            )
+        return [
+            ArtifactTiming(c.path, c.format, c.precision, "", None, 0, True, "", "not timed")
+            for c in candidates
+        ]
+    return list(_timings_from({"timings": rows}))
+
+
+def _child_main() -> int:
+    """``python -m edge_runtime.autoselect``: a JSON request on stdin, the timings on stdout."""
+    from edge_runtime.bundle import load_bundle
+    from edge_runtime.model import open_artifact, resolve_profile
+
+    request = json.loads(sys.stdin.read())
+    fields: dict[str, Any] = {
+        key: tuple(value) if isinstance(value, list) else value
+        for key, value in request["options"].items()
+    }
+    options = BackendOptions(**fields)
+    device = resolve_profile(request["profile"]) if request.get("profile") else None
+    with load_bundle(request["bundle"], verify_hashes=False) as bundle:
+        wanted = [bundle.manifest.artifact(name) for name in request["artifacts"]]
+
+        def opener(item: Artifact) -> Backend:
+            return open_artifact(bundle, item, request["backend"], options, device)
+
+        timings = measure(bundle, wanted, opener, TimingBudget(**request["budget"]))
+    print(json.dumps([t.to_json() for t in timings]))
+    return 0
+
+
 __all__ = [
     "ChoiceCache",
     "MeasuredChoice",
+    "Measurer",
     "TimingBudget",
     "choice_key",
     "choose",
     "cpu_description",
     "default_cache_dir",
     "measure",
+    "measure_isolated",
     "time_backend",
 ]
+
+
+if __name__ == "__main__":
+    sys.exit(_child_main())

@@ -53,6 +53,7 @@ from edge_runtime.registry import entry
 from edge_runtime.selection import (
     DEFAULT_FORMATS,
     DEFAULT_PRECISIONS,
+    ArtifactTiming,
     artifact_candidates,
     backend_candidates,
     check_compatible,
@@ -354,6 +355,28 @@ def _open_first(path: Path, fmt: str, candidates: list[str], options: BackendOpt
     raise ConfigError(f"no backend can run {fmt} models")  # pragma: no cover - registry edits
 
 
+def open_artifact(
+    bundle: Bundle,
+    item: Artifact,
+    backend: str,
+    options: BackendOptions,
+    profile: DeviceProfile | None,
+) -> Backend:
+    """Load one artifact of ``bundle`` in the first installed backend that can run it.
+
+    Raises:
+        MissingDependencyError: no backend for its format is installed (names the extra).
+        BackendError: the backend cannot load the file.
+        ConfigError: the named backend cannot run its format.
+    """
+    return _open_first(
+        bundle.path_of(item.path),
+        item.format,
+        backend_candidates(item.format, backend, profile),
+        options,
+    )
+
+
 def _user_labels(labels: str | os.PathLike[str] | Sequence[str]) -> tuple[list[str], str]:
     if isinstance(labels, (str, os.PathLike)):
         return read_labels(labels), str(labels)
@@ -511,21 +534,20 @@ def _load_bundle_model(
         if auto and len(candidates) > 1:
             from edge_runtime import autoselect
 
-            def opener(item: Artifact) -> Backend:
-                return _open_first(
-                    bundle.path_of(item.path),
-                    item.format,
-                    backend_candidates(item.format, backend_name, device),
-                    options,
+            profile_name = device.name if device is not None else ""
+
+            def measurer(items: Sequence[Artifact]) -> list[ArtifactTiming]:
+                return autoselect.measure_isolated(
+                    bundle, items, backend=backend_name, options=options, profile=profile_name
                 )
 
             choice = autoselect.choose(
                 bundle,
                 candidates,
-                opener,
+                measurer,
                 backend=backend_name,
                 options=options,
-                profile=device.name if device is not None else "",
+                profile=profile_name,
                 cache_dir=cache_dir,
             )
             candidates = measured_order(candidates, choice.artifact)
@@ -609,6 +631,7 @@ __all__ = [
     "artifact_candidates",
     "load_model",
     "model_kind",
+    "open_artifact",
     "options_from_profile",
     "pixel_quantization",
     "resolve_profile",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -114,11 +115,13 @@ def test_choice_is_timed_once_then_read_from_the_cache(tmp_path: Path) -> None:
     with load_bundle(BUNDLE) as bundle:
         candidates = list(bundle.manifest.artifacts)
 
+        def measurer(items: Any) -> list[ArtifactTiming]:
+            return autoselect.measure(bundle, items, opener, budget, clock)
+
         def choose() -> autoselect.MeasuredChoice:
             return autoselect.choose(
-                bundle, candidates, opener, backend="auto", options=options,
-                cache_dir=tmp_path, budget=budget, clock=clock,
-            )  # fmt: skip
+                bundle, candidates, measurer, backend="auto", options=options, cache_dir=tmp_path
+            )
 
         first = choose()
         assert first.measured and first.artifact == "model-fp32.tflite"
@@ -146,6 +149,57 @@ def test_choice_is_timed_once_then_read_from_the_cache(tmp_path: Path) -> None:
         assert choose().measured
 
 
+CHILD_TIMING = """
+import json, sys
+from edge_runtime import autoselect
+from edge_runtime.backends import BackendOptions
+from edge_runtime.bundle import load_bundle
+with load_bundle(sys.argv[1]) as bundle:
+    options = BackendOptions(threads=1)
+    def measurer(items):
+        return autoselect.measure_isolated(
+            bundle, items, backend="auto", options=options, profile="",
+            budget=autoselect.TimingBudget(seconds=0.02, min_runs=3, max_runs=5),
+        )
+    choice = autoselect.choose(
+        bundle, list(bundle.manifest.artifacts), measurer, backend="auto", options=options,
+        cache_dir=sys.argv[2],
+    )
+loaded = sorted(m for m in ("onnxruntime", "ai_edge_litert") if m in sys.modules)
+print(json.dumps({"choice": choice.to_json(), "loaded": loaded}))
+"""
+
+
+def test_artifacts_are_timed_in_a_child_process(tmp_path: Path) -> None:
+    # Timing loads every artifact; done here, it would leave ONNX Runtime (some 30 MB) in a
+    # process that then serves the .tflite. The parent must load no backend at all.
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD_TIMING, str(BUNDLE), str(tmp_path)],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["loaded"] == []
+    timings = result["choice"]["timings"]
+    assert {t["artifact"] for t in timings if t["median_ms"] is not None} == {
+        "model-int8.tflite", "model-fp32.tflite", "model-fp32.onnx"
+    }  # fmt: skip
+    assert all(3 <= t["runs"] <= 5 for t in timings)
+    assert result["choice"]["artifact"] in {t["artifact"] for t in timings}
+
+
+def test_a_failing_timing_child_leaves_the_profile_order(tmp_path: Path) -> None:
+    with load_bundle(BUNDLE) as bundle:
+        timings = autoselect.measure_isolated(
+            bundle, list(bundle.manifest.artifacts), backend="auto",
+            options=BackendOptions(), profile="", python=str(tmp_path / "no-python"),
+        )  # fmt: skip
+    assert [t.median_ms for t in timings] == [None, None, None]
+    assert choose_measured(timings, [t.artifact for t in timings]) is None
+
+
 def test_cpu_description_names_the_speed_flags() -> None:
     described = autoselect.cpu_description()
     machine, model, flags = described.split(" | ")
@@ -159,6 +213,7 @@ def test_load_model_auto_runs_the_measured_choice(tmp_path: Path) -> None:
         assert selection["source"] == "measured"
         assert model.info["artifact"] == selection["artifact"]
         timed = {row["artifact"] for row in selection["timings"] if row["median_ms"]}
+        assert timed == {"model-int8.tflite", "model-fp32.tflite", "model-fp32.onnx"}
         assert selection["artifact"] in timed
     with load_model(BUNDLE, precision="auto", cache_dir=tmp_path) as model:
         assert model.info["selection"]["source"] == "cached"

@@ -32,6 +32,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "edge_runtime.commands.classify",
     "edge_runtime.commands.bench",
     "edge_runtime.commands.check_config",
+    "edge_runtime.commands.daemon",
+    "edge_runtime.commands.doctor",
 )
 
 EPILOG = """\
@@ -40,6 +42,8 @@ examples:
   edge-runtime run --model bundle/ --source camera:0 --http 0.0.0.0:8080
   edge-runtime classify photo.jpg --model model.tflite --top-k 5 --json
   edge-runtime bench --model models/traffic-signs --frames 200
+  edge-runtime daemon --config /etc/edge-runtime/config.toml
+  edge-runtime doctor --config /etc/edge-runtime/config.toml
 """
 
 

@@ -246,6 +246,76 @@ class RunConfig(_Section):
     status_interval_s: float = Field(5.0, gt=0, description="Seconds between console summaries.")
 
 
+DEFAULT_HTTP = "127.0.0.1:8080"
+
+
+class ServiceSection(_Section):
+    """How ``edge-runtime daemon`` runs as a service (``run`` ignores this section but its
+    ``http``, which it also reads when ``[outputs] http`` is unset)."""
+
+    http: str = Field(
+        DEFAULT_HTTP,
+        description="HOST:PORT of the status server (/healthz /status /metrics and the live "
+        "view), which the daemon always runs; 0.0.0.0:8080 serves the network.",
+    )
+    stale_after_s: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds without a fresh decision after which /healthz fails and the "
+        "actuating outputs enter their fail-safe state.",
+    )
+    watchdog: bool = Field(
+        True,
+        description="Ping the systemd watchdog (WatchdogSec= in the unit) while frames flow or "
+        "the camera is being reconnected on schedule.",
+    )
+    reconnect_grace_s: float = Field(
+        5.0,
+        gt=0,
+        description="How far past its scheduled time a camera reconnect attempt may be before "
+        "the watchdog pings stop (a reconnect that hangs in the driver).",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Least severe log records written to stderr."
+    )
+    log_format: Literal["auto", "journal", "plain"] = Field(
+        "auto",
+        description="journal: lines start with journald priorities (<3> error ... <7> debug); "
+        "auto: so when stderr is the journal (JOURNAL_STREAM), plain otherwise.",
+    )
+    live_view: bool = Field(
+        True, description="Serve the live view: / (a page), /latest.jpg and /stream.mjpg."
+    )
+    live_view_fps: float = Field(
+        5.0,
+        gt=0,
+        le=30,
+        description="Most annotated frames a second encoded for the live view, only while "
+        "someone watches.",
+    )
+    live_view_max_streams: int = Field(
+        2, ge=0, le=8, description="MJPEG viewers (/stream.mjpg) served at once."
+    )
+    status_interval_s: float = Field(
+        10.0, gt=0, description="Seconds between STATUS= updates to systemd (model, FPS)."
+    )
+    model_load_timeout_s: float = Field(
+        90.0,
+        gt=0,
+        description="How long a model load may take: the daemon asks systemd for this much "
+        "more time (EXTEND_TIMEOUT_USEC) while it loads.",
+    )
+
+    @field_validator("http")
+    @classmethod
+    def _verify_http(cls, value: str) -> str:
+        try:
+            parse_address(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+
 class RuntimeConfig(_Section):
     """The whole runtime configuration.
 
@@ -259,11 +329,25 @@ class RuntimeConfig(_Section):
     postprocess: PostprocessSection = Field(default_factory=lambda: PostprocessSection())
     outputs: OutputsConfig = Field(default_factory=lambda: OutputsConfig())
     run: RunConfig = Field(default_factory=lambda: RunConfig())
+    service: ServiceSection = Field(default_factory=lambda: ServiceSection())
+    update: dict[str, Any] | None = Field(
+        None,
+        description="Over-the-air model updates (url, root, name, channel, store, ...). Read "
+        "only by a runtime with over-the-air updates installed; refused otherwise.",
+    )
 
     @model_validator(mode="after")
     def _verify(self) -> RuntimeConfig:
         verify_filters(self.postprocess)
         return self
+
+    @property
+    def http(self) -> str:
+        """Where the daemon serves its status: ``[service] http`` when set, else ``[outputs]
+        http``, else the default (127.0.0.1:8080)."""
+        if "http" in self.service.model_fields_set or not self.outputs.http:
+            return self.service.http
+        return self.outputs.http
 
     @classmethod
     def model_validate(cls, obj: Any, **options: Any) -> Self:

@@ -245,8 +245,12 @@ class Pipeline:
         status: RuntimeStatus | None = None,
         options: PipelineOptions | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_idle: Callable[[], None] | None = None,
     ) -> None:
         self.source = source
+        #: called from the frame loop's thread each time it waited for a frame in vain (a
+        #: watchdog tells a loop that waits for a reconnecting camera from a wedged one)
+        self.on_idle = on_idle
         self.sinks = list(sinks)
         self.status = status or RuntimeStatus(clock=clock)
         self.options = options or PipelineOptions()
@@ -388,6 +392,7 @@ class Pipeline:
             if frame is _END:
                 break
             if frame is None:
+                self._idle()
                 continue
             assert isinstance(frame, Frame)
             generation = self._take_pending()
@@ -423,6 +428,7 @@ class Pipeline:
                 if item is None:
                     if not producer.is_alive():
                         break
+                    self._idle()
                     continue
                 if item is _END:
                     break
@@ -497,6 +503,13 @@ class Pipeline:
             except queue.Empty:
                 continue
         return None
+
+    def _idle(self) -> None:
+        if self.on_idle is not None:
+            try:
+                self.on_idle()
+            except Exception:  # a failing hook must not stop the frame loop
+                log.exception("the pipeline's idle hook failed")
 
     def _skip(self, frame: Frame, exc: EdgeRuntimeError) -> None:
         self._skipped += 1

@@ -45,6 +45,19 @@ def build_sinks(config: RuntimeConfig, stream: TextIO | None = None) -> list[Sin
     return [sink for output in config.outputs.configured() for sink in output.build(context)]
 
 
+def verify_update_section(config: RuntimeConfig) -> None:
+    """``[update]`` needs the over-the-air update client, which this runtime does not have yet.
+
+    Raises:
+        ConfigError: the section is there.
+    """
+    if config.update is not None:
+        raise ConfigError(
+            "update: over-the-air updates are not installed in this runtime; remove the "
+            "[update] section (the daemon serves [model] path)"
+        )
+
+
 def check_runnable(config: RuntimeConfig) -> Source:
     """Make every check ``run`` makes before the slow work, without loading a model or opening
     a source, a sink or a port: the model path names something a model can be loaded from
@@ -56,6 +69,7 @@ def check_runnable(config: RuntimeConfig) -> Source:
     Raises:
         EdgeRuntimeError: the first problem found (ModelError, ConfigError, SourceError, ...).
     """
+    verify_update_section(config)
     model_kind(config.model.path)
     if config.model.labels is not None:
         read_labels(config.model.labels)

@@ -36,12 +36,19 @@ _SOURCE_COUNTERS = {
 }
 
 
-class _StatusCollector:
-    """Reads the runtime status at scrape time."""
+#: returns the board's health at scrape time (``hardware.BoardMonitor.read``)
+BoardProvider = Callable[[], Any]
 
-    def __init__(self, core: ModuleType, status: StatusProvider) -> None:
+
+class _StatusCollector:
+    """Reads the runtime status (and the board's health) at scrape time."""
+
+    def __init__(
+        self, core: ModuleType, status: StatusProvider, board: BoardProvider | None = None
+    ) -> None:
         self._core = core
         self._status = status
+        self._board = board
 
     def collect(self) -> Iterator[Any]:
         core = self._core
@@ -80,12 +87,53 @@ class _StatusCollector:
         if model:
             info = {k: str(v) for k, v in model.items() if isinstance(v, (str, int, float))}
             yield core.InfoMetricFamily(f"{PREFIX}_model", "the model now serving", value=info)
+        fail_safe = snapshot.get("fail_safe")
+        if isinstance(fail_safe, Mapping):
+            yield core.GaugeMetricFamily(
+                f"{PREFIX}_fail_safe",
+                "1 while the actuating outputs hold their fail-safe state",
+                value=float(bool(fail_safe.get("active"))),
+            )
+        service = snapshot.get("service")
+        if isinstance(service, Mapping) and isinstance(service.get("reload_counts"), Mapping):
+            reloads = core.CounterMetricFamily(
+                f"{PREFIX}_reloads", "configuration reloads by outcome", labels=["outcome"]
+            )
+            for outcome, count in service["reload_counts"].items():
+                reloads.add_metric([str(outcome)], count)
+            yield reloads
+        yield from self._board_metrics()
+
+    def _board_metrics(self) -> Iterator[Any]:
+        if self._board is None:
+            return
+        core, board = self._core, self._board()
+        if board.temperature_c is not None:
+            yield core.GaugeMetricFamily(
+                f"{PREFIX}_soc_temperature_celsius",
+                "SoC temperature (sysfs thermal zone)",
+                value=board.temperature_c,
+            )
+        if board.throttled is not None:
+            flags = core.GaugeMetricFamily(
+                f"{PREFIX}_throttled",
+                "Raspberry Pi throttling flags (vcgencmd get_throttled), 1 when set",
+                labels=["flag"],
+            )
+            for flag, on in board.throttled.items():
+                flags.add_metric([flag], float(on))
+            yield flags
 
 
 class PredictionMetrics:
     """The metrics of one pipeline; ``observe`` each prediction, ``render`` for /metrics."""
 
-    def __init__(self, client: ModuleType, status: StatusProvider | None = None) -> None:
+    def __init__(
+        self,
+        client: ModuleType,
+        status: StatusProvider | None = None,
+        board: BoardProvider | None = None,
+    ) -> None:
         self._client = client
         self.registry = client.CollectorRegistry()
         self.frames = client.Counter(
@@ -123,7 +171,7 @@ class PredictionMetrics:
         )
         if status is not None:
             core = importlib.import_module(f"{client.__name__}.core")
-            self.registry.register(_StatusCollector(core, status))
+            self.registry.register(_StatusCollector(core, status, board))
 
     def observe(self, prediction: Prediction) -> None:
         self.frames.inc()

@@ -51,6 +51,36 @@ log = logging.getLogger(__name__)
 
 ENDPOINTS = ("/healthz", "/status", "/latest", "/metrics")
 SERVER_NAME = "edge-runtime"
+
+#: (status code, body, content type, extra headers) of a page added with ``add_page``
+Page = tuple[HTTPStatus, bytes, str, Mapping[str, str]]
+
+
+class StreamRequest:
+    """What a stream handler (``add_stream``) gets: answer with :meth:`refuse`, or :meth:`start`
+    and then :meth:`write` until it returns; ``closing`` is set when the server stops. A write
+    to a client that stopped reading fails within the request timeout (``OSError``)."""
+
+    def __init__(self, handler: _Handler, closing: threading.Event) -> None:
+        self._handler = handler
+        self.closing = closing
+        self.head_only = handler.command == "HEAD"
+
+    def refuse(self, code: HTTPStatus, message: str) -> None:
+        self._handler._json(code, {"error": message})
+
+    def start(self, content_type: str) -> None:
+        handler = self._handler
+        handler.send_response(HTTPStatus.OK)
+        handler.send_header("Content-Type", content_type)
+        handler.send_header("Cache-Control", "no-store")
+        handler.send_header("Connection", "close")
+        handler.end_headers()
+        handler.wfile.flush()
+
+    def write(self, data: bytes) -> None:
+        self._handler.wfile.write(data)
+        self._handler.wfile.flush()
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]+:")
 
 
@@ -282,12 +312,18 @@ class _Handler(BaseHTTPRequestHandler):
             if path in ENDPOINTS:
                 code, body, content_type = owner.page(path)
                 self._send(code, body, content_type)
+            elif path in owner.pages:
+                code, body, content_type, headers = owner.added_page(path)
+                self._send(code, body, content_type, headers)
+            elif path in owner.streams:
+                owner.streams[path](StreamRequest(self, owner._closing))
             else:
                 self._json(
-                    HTTPStatus.NOT_FOUND, {"error": f"no page {path}", "endpoints": ENDPOINTS}
+                    HTTPStatus.NOT_FOUND,
+                    {"error": f"no page {path}", "endpoints": owner.endpoints},
                 )
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client went away; nothing to answer
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            pass  # the client went away or stopped reading; nothing to answer
 
     def do_HEAD(self) -> None:
         self.do_GET()  # _send leaves the body out for HEAD
@@ -300,11 +336,19 @@ class _Handler(BaseHTTPRequestHandler):
     def _json(self, code: HTTPStatus, body: Mapping[str, Any]) -> None:
         self._send(code, json.dumps(body, default=str).encode(), "application/json")
 
-    def _send(self, code: HTTPStatus, body: bytes, content_type: str) -> None:
+    def _send(
+        self,
+        code: HTTPStatus,
+        body: bytes,
+        content_type: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         self.send_response(code)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         if code == HTTPStatus.METHOD_NOT_ALLOWED:
             self.send_header("Allow", "GET, HEAD")
         self.end_headers()
@@ -327,7 +371,8 @@ class StatusServer:
     (accept rate; 0 = no limit), ``request_timeout_s`` (time for a request to arrive, and for
     its answer to leave).
     ``full_paths`` shows the model's and the source's paths instead of their file names;
-    ``clock`` times the page cache and the rate limit (tests).
+    ``clock`` times the page cache and the rate limit (tests); ``board`` returns the board's
+    health for /metrics (``hardware.BoardMonitor.read``: SoC temperature, throttling).
 
     /healthz answers 200 while the pipeline is running and frames flow, else 503 with the reason;
     /status is the status snapshot; /latest the latest prediction (404 before the first);
@@ -348,6 +393,7 @@ class StatusServer:
         request_timeout_s: float = 5.0,
         full_paths: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        board: Callable[[], Any] | None = None,
     ) -> None:
         if max_connections < 1 or request_timeout_s <= 0 or refresh_s < 0:
             raise ValueError(
@@ -363,6 +409,7 @@ class StatusServer:
         self.full_paths = full_paths
         self.metrics: PredictionMetrics | None = None
         self.metrics_unavailable = ""
+        self.board = board
         self.cache = RenderCache(refresh_s, clock)
         self._limiter = RateLimiter(max_requests_per_s, burst=max(1, max_connections), clock=clock)
         # Each connection being served, with whether its request is still to come.
@@ -372,6 +419,33 @@ class StatusServer:
         self._home = _home_directory()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        #: pages added by the service (the live view): path -> (render, cached)
+        self.pages: dict[str, tuple[Callable[[], Page], bool]] = {}
+        #: streams added by the service: path -> handler of a StreamRequest
+        self.streams: dict[str, Callable[[StreamRequest], None]] = {}
+
+    def add_page(self, path: str, render: Callable[[], Page], *, cached: bool = True) -> None:
+        """Serve ``render()``'s page at ``path`` (through the page cache unless ``cached`` is
+        false: for bodies that change per request, such as the latest frame)."""
+        self.pages[path] = (render, cached)
+
+    def add_stream(self, path: str, handler: Callable[[StreamRequest], None]) -> None:
+        """Serve ``path`` with ``handler``, which writes the answer itself for as long as it
+        likes (an MJPEG stream); it holds one of the ``max_connections`` slots meanwhile."""
+        self.streams[path] = handler
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        """Every path served."""
+        return (*ENDPOINTS, *self.pages, *self.streams)
+
+    def added_page(self, path: str) -> Page:
+        """An ``add_page`` page, from the cache when it is a cached one."""
+        render, cached = self.pages[path]
+        if not cached:
+            return render()
+        page: Page = self.cache.get(path, render)
+        return page
 
     @classmethod
     def at(cls, address: str, status: RuntimeStatus, **options: Any) -> StatusServer:
@@ -417,7 +491,7 @@ class StatusServer:
             ) from None
         try:
             client = require("prometheus_client", "metrics", "the /metrics page")
-            self.metrics = PredictionMetrics(client, self.public_snapshot)
+            self.metrics = PredictionMetrics(client, self.public_snapshot, self.board)
             self.status.add_observer(self.metrics.observe)
         except MissingDependencyError as exc:
             self.metrics, self.metrics_unavailable = None, str(exc)

@@ -35,6 +35,9 @@ class Sink(abc.ABC):
 
     name: str = ""
     Config: ClassVar[type[SinkConfig] | None] = None
+    #: the state an actuating output declares for when decisions stop (e.g. ``"on"`` for a
+    #: gate's pin, ``"reject"``); None: it has none and the fail-safe leaves it alone
+    fail_safe: str | None = None
 
     def open(self, status: StatusProvider | None = None) -> None:
         """Start (bind a port, connect a broker). ``status`` gives the runtime's live status.
@@ -50,6 +53,16 @@ class Sink(abc.ABC):
 
     def close(self) -> None:
         """Flush and stop. Safe to call twice."""
+
+    def enter_fail_safe(self, reason: str) -> None:
+        """Put the output into its ``fail_safe`` state and hold it there, whatever predictions
+        arrive, until :meth:`leave_fail_safe` (``edge_runtime.service.failsafe`` decides when:
+        no fresh confident decision for a while, a model that failed to load, a stop). Called
+        from another thread than ``emit``; must be quick and must not raise for a network
+        failure. The default does nothing: a sink without ``fail_safe`` actuates nothing."""
+
+    def leave_fail_safe(self) -> None:
+        """Follow the predictions again, from the state the latest ones ask for."""
 
 
 class LineWriter:

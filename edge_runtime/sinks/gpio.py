@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -73,6 +73,13 @@ class GpioConfig(SinkConfig):
     label: str = Field(min_length=1, description="The label that switches the pin on.")
     hold_s: float = Field(1.0, ge=0, description="Seconds the pin stays on after the label ends.")
     active_high: bool = Field(True, description="False for relays that switch on a low level.")
+    fail_safe: Literal["on", "off"] | None = Field(
+        None,
+        description="The pin's level while decisions are missing (no fresh confident decision "
+        "for [service] stale_after_s, a model that failed to load, the daemon stopping), e.g. "
+        "'on' when on means the kiosk's gate stays closed. Wire the actuator so that a "
+        "released pin (after the process ends) is safe too.",
+    )
 
     @field_validator("pin")
     @classmethod
@@ -82,7 +89,13 @@ class GpioConfig(SinkConfig):
 
     def build(self, context: SinkContext) -> list[Sink]:
         return [
-            GpioSink(self.pin, self.label, hold_s=self.hold_s, active_high=self.active_high)
+            GpioSink(
+                self.pin,
+                self.label,
+                hold_s=self.hold_s,
+                active_high=self.active_high,
+                fail_safe=self.fail_safe,
+            )
         ]
 
 
@@ -92,7 +105,8 @@ class GpioSink(Sink):
     Options: ``pin`` (a gpiozero pin name or BCM number, e.g. 17 or "GPIO17"), ``label``,
     ``hold_s`` (default 1.0), ``active_high`` (False for relays that switch on a low level),
     ``pin_factory`` (a gpiozero pin factory, e.g. ``MockFactory()`` in tests; default: gpiozero's),
-    ``clock`` (tests).
+    ``fail_safe`` (``"on"`` or ``"off"``: the level held while in the fail-safe state, see
+    ``Sink.enter_fail_safe``), ``clock`` (tests).
 
     Raises (from ``open``):
         MissingDependencyError: gpiozero is not installed.
@@ -110,8 +124,11 @@ class GpioSink(Sink):
         hold_s: float = 1.0,
         active_high: bool = True,
         pin_factory: Any = None,
+        fail_safe: str | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if fail_safe not in (None, "on", "off"):
+            raise ConfigError(f"the GPIO fail-safe level is 'on' or 'off', got '{fail_safe}'")
         if not label:
             raise ConfigError("the GPIO sink needs the label that drives the pin (--gpio-label)")
         self.pin = pin
@@ -124,6 +141,8 @@ class GpioSink(Sink):
         self._timer: threading.Timer | None = None
         self._timer_due: float | None = None
         self.switches = 0
+        self.fail_safe = fail_safe
+        self._held: str | None = None  # the fail-safe reason while held
 
     def open(self, status: StatusProvider | None = None) -> None:
         if self._device is not None:
@@ -154,6 +173,8 @@ class GpioSink(Sink):
         device = self._device
         if device is None:
             return
+        if self._held is not None:
+            on = self.fail_safe == "on"
         if on != bool(device.value):
             device.on() if on else device.off()
             self.switches += 1
@@ -181,13 +202,37 @@ class GpioSink(Sink):
             self._timer, self._timer_due = None, None
             self._apply(self.logic.update(None, self._clock()))
 
+    def enter_fail_safe(self, reason: str) -> None:
+        if self.fail_safe is None:
+            return
+        with self._lock:
+            if self._held is None:
+                log.warning("GPIO %s: fail-safe %s (%s)", self.pin, self.fail_safe, reason)
+            self._held = reason
+            self._apply(self.fail_safe == "on")
+
+    def leave_fail_safe(self) -> None:
+        with self._lock:
+            if self._held is None:
+                return
+            self._held = None
+            log.info("GPIO %s: leaving the fail-safe state", self.pin)
+            self._apply(self.logic.active(self._clock()))
+
+    @property
+    def held(self) -> bool:
+        """Whether the pin is held in its fail-safe level."""
+        return self._held is not None
+
     def close(self) -> None:
-        """Switch the pin off and release it."""
+        """Release the pin: switched off first, unless it is held at its fail-safe level."""
         with self._lock:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
             device, self._device = self._device, None
+            held = self._held is not None
         if device is not None:
-            device.off()
+            if not held:
+                device.off()
             device.close()

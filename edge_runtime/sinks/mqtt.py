@@ -101,6 +101,17 @@ class MqttConfig(SinkConfig):
     max_queued: int = Field(
         1000, ge=0, description="Messages held while disconnected; later ones are dropped."
     )
+    fail_safe: str | None = Field(
+        None,
+        min_length=1,
+        description="A state name subscribers act on (e.g. 'closed'): while decisions are "
+        "missing (no fresh confident decision for [service] stale_after_s, a model that failed "
+        "to load, the daemon stopping) {\"fail_safe\": true, \"state\": ..., \"reason\": ...} "
+        "is published, retained, on fail_safe_topic and predictions are held back.",
+    )
+    fail_safe_topic: str | None = Field(
+        None, description="Default: edge-classify/<hostname>/fail_safe."
+    )
 
     @field_validator("url")
     @classmethod
@@ -123,7 +134,8 @@ class MqttSink(Sink):
     ``offline``, the latter also as last will), ``every_frame`` (default False: events only),
     ``qos`` (0, 1 or 2; default 1), ``client_id``, ``keepalive_s``, ``reconnect_min_s`` /
     ``reconnect_max_s`` (paho's reconnect back-off), ``max_queued`` (messages held while
-    disconnected; later ones are dropped and counted).
+    disconnected; later ones are dropped and counted), ``fail_safe`` and ``fail_safe_topic``
+    (the state published, retained, while in the fail-safe state).
     """
 
     name = "mqtt"
@@ -142,6 +154,8 @@ class MqttSink(Sink):
         reconnect_min_s: float = 1.0,
         reconnect_max_s: float = 30.0,
         max_queued: int = 1000,
+        fail_safe: str | None = None,
+        fail_safe_topic: str | None = None,
     ) -> None:
         if qos not in (0, 1, 2):
             raise ConfigError(f"MQTT qos must be 0, 1 or 2, got {qos}")
@@ -155,6 +169,9 @@ class MqttSink(Sink):
         self.reconnect_min_s = reconnect_min_s
         self.reconnect_max_s = reconnect_max_s
         self.max_queued = max_queued
+        self.fail_safe = fail_safe
+        self.fail_safe_topic = fail_safe_topic or default_topic("fail_safe")
+        self.held = False
         self.connected = threading.Event()
         #: handed to a connected client / held for the next connection / given up
         self.published = 0
@@ -207,11 +224,29 @@ class MqttSink(Sink):
             log.warning("lost the MQTT broker (%s); reconnecting", reason_code)
 
     def emit(self, prediction: Prediction, frame: Frame | None = None) -> None:
-        if self._client is None or not selected(prediction, self.every_frame):
+        if self._client is None or not selected(prediction, self.every_frame) or self.held:
             return
-        payload = json.dumps(prediction.to_dict(), separators=(",", ":"))
+        self._publish(self.topic, prediction.to_dict())
+
+    def enter_fail_safe(self, reason: str) -> None:
+        if self.fail_safe is None or self.held:
+            return
+        self.held = True
+        body = {"fail_safe": True, "state": self.fail_safe, "reason": reason}
+        self._publish(self.fail_safe_topic, body, retain=True)
+
+    def leave_fail_safe(self) -> None:
+        if self.held:
+            self.held = False
+            body = {"fail_safe": False, "state": None, "reason": "fresh decisions"}
+            self._publish(self.fail_safe_topic, body, retain=True)
+
+    def _publish(self, topic: str, body: dict[str, Any], retain: bool = False) -> None:
+        if self._client is None:
+            return
+        payload = json.dumps(body, separators=(",", ":"))
         mqtt = self._mqtt
-        info = self._client.publish(self.topic, payload, qos=self.qos)
+        info = self._client.publish(topic, payload, qos=self.qos, retain=retain)
         if info.rc == mqtt.MQTT_ERR_SUCCESS:
             self.published += 1
         elif info.rc == mqtt.MQTT_ERR_NO_CONN and self.qos > 0:
@@ -228,6 +263,8 @@ class MqttSink(Sink):
         if client is None:
             return
         if self.connected.is_set():
+            # Messages leave in order: once 'offline' is acknowledged, so is a fail-safe state
+            # published before it.
             info = client.publish(self.status_topic, OFFLINE, qos=1, retain=True)
             try:
                 info.wait_for_publish(timeout=2.0)

@@ -102,6 +102,14 @@ class WebhookConfig(SinkConfig):
         default_factory=dict, description="Extra headers, e.g. Authorization."
     )
     drain_timeout_s: float = Field(5.0, ge=0, description="How long closing waits to send.")
+    fail_safe: str | None = Field(
+        None,
+        min_length=1,
+        description="A state name the receiver acts on (e.g. 'closed'): while decisions are "
+        "missing (no fresh confident decision for [service] stale_after_s, a model that failed "
+        "to load, the daemon stopping) it is POSTed as {\"fail_safe\": true, \"state\": ..., "
+        "\"reason\": ...} and predictions are held back until {\"fail_safe\": false}.",
+    )
 
     @field_validator("url")
     @classmethod
@@ -139,9 +147,12 @@ class WebhookSink(Sink):
         retry_delay_s: float = 0.5,
         headers: Mapping[str, str] | None = None,
         drain_timeout_s: float = 5.0,
+        fail_safe: str | None = None,
         sleep: Callable[[float], object] | None = None,
     ) -> None:
         self.url = _verify_webhook_url(url)
+        self.fail_safe = fail_safe
+        self.held = False
         self.every_frame = every_frame
         self.timeout_s = timeout_s
         self.retries = retries
@@ -172,9 +183,20 @@ class WebhookSink(Sink):
             self._thread.start()
 
     def emit(self, prediction: Prediction, frame: Frame | None = None) -> None:
-        if selected(prediction, self.every_frame):
+        if selected(prediction, self.every_frame) and not self.held:
             if self.queue.put(prediction.to_dict()):
                 log.debug("webhook queue full: dropped the oldest message")
+
+    def enter_fail_safe(self, reason: str) -> None:
+        if self.fail_safe is None or self.held:
+            return
+        self.held = True
+        self.queue.put({"fail_safe": True, "state": self.fail_safe, "reason": reason})
+
+    def leave_fail_safe(self) -> None:
+        if self.held:
+            self.held = False
+            self.queue.put({"fail_safe": False, "state": None, "reason": "fresh decisions"})
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -107,10 +107,23 @@ class Source(abc.ABC):
         """What this source is, for /status: its URI (no credentials), kind and liveness."""
         return {"uri": self.uri, "live": self.live, "kind": type(self).__name__}
 
-    def stats_snapshot(self) -> dict[str, int]:
-        """A consistent copy of the counters (safe to call from any thread)."""
+    @property
+    def state(self) -> str:
+        """``streaming`` or ``ended``; a live source also says ``connecting``, ``reconnecting``
+        (its device was lost and it is trying again) and ``failed``."""
+        return "ended" if self.ended else "streaming"
+
+    def reconnecting_on_schedule(self, grace_s: float) -> bool:
+        """Whether the source is reconnecting and its next attempt is due at most ``grace_s``
+        seconds ago (an attempt stuck in the driver makes this false): what a watchdog may
+        count as progress while no frame arrives. False for sources that never reconnect."""
+        return False
+
+    def stats_snapshot(self) -> dict[str, Any]:
+        """A consistent copy of the counters, with the ``state`` (safe from any thread)."""
+        state = self.state
         with self._lock:
-            return dataclasses.asdict(self.stats)
+            return {"state": state, **dataclasses.asdict(self.stats)}
 
     def _count(self, **increments: int) -> None:
         """Add to counters under the lock; capture threads and readers both count."""

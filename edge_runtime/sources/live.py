@@ -158,7 +158,10 @@ class LiveOptions(SourceOptions):
         0.25, ge=0, lt=1, description="Random shortening of each wait, as a fraction."
     )
     give_up_after_s: float = Field(
-        60.0, ge=0, description="Seconds without a device before the source fails for good."
+        60.0,
+        ge=0,
+        description="Seconds without a device before the source fails for good; inf never "
+        "gives up (edge-runtime daemon's default).",
     )
 
 
@@ -206,6 +209,9 @@ class LiveSource(Source):
         self._opened = False
         self._closed = False
         self._next_index = 0
+        self._state = "connecting"
+        # While reconnecting: when the next attempt is due, on ``clock``.
+        self._attempt_due: float | None = None
 
     # -- hooks -----------------------------------------------------------------------------------
     def _connect(self) -> None:
@@ -233,6 +239,7 @@ class LiveSource(Source):
             raise SourceError(f"{self.uri}: the source was closed; open a new one")
         self._connect()
         self._opened = True
+        self._state = "streaming"
         self._thread = threading.Thread(
             target=self._run, name=f"capture {self.uri}", daemon=True
         )
@@ -256,6 +263,18 @@ class LiveSource(Source):
     @property
     def ended(self) -> bool:
         return self._buffer.ended
+
+    @property
+    def state(self) -> str:
+        if self._closed:
+            return "closed"
+        if self._state == "streaming" and self._buffer.ended:
+            return "ended"
+        return self._state
+
+    def reconnecting_on_schedule(self, grace_s: float) -> bool:
+        due = self._attempt_due
+        return self._state == "reconnecting" and due is not None and self._clock() <= due + grace_s
 
     def close(self) -> None:
         """Stop the capture thread and release the device. Safe to call twice."""
@@ -288,6 +307,7 @@ class LiveSource(Source):
                     continue
                 self._publish(captured)
         except SourceError as exc:
+            self._state = "failed"
             self._buffer.fail(exc)
         finally:
             self._buffer.finish()
@@ -314,19 +334,22 @@ class LiveSource(Source):
         Raises:
             SourceError: no device for ``give_up_after_s`` seconds.
         """
+        self._state = "reconnecting"
+        self._attempt_due = self._clock()
         self._disconnect()
         lost_at = self._clock()
         log.warning("%s: lost the device, reconnecting", self.uri)
         attempt = 0
         while not self._stop.is_set():
             delay = backoff_delay(attempt, self.policy, self._rand())
-            waited = self._clock() - lost_at
-            if waited + delay > self.policy.give_up_after_s:
+            now = self._clock()
+            if now - lost_at + delay > self.policy.give_up_after_s:
                 raise SourceError(
                     f"{self.uri}: lost the device and it did not come back within "
                     f"{self.policy.give_up_after_s:g} s ({attempt} reconnect attempts); "
                     "check the cable, power or network"
                 )
+            self._attempt_due = now + delay
             self._sleep(delay)
             if self._stop.is_set():
                 return
@@ -337,5 +360,6 @@ class LiveSource(Source):
                 log.debug("%s: reconnect attempt %d failed: %s", self.uri, attempt, exc)
                 continue
             self._count(reconnects=1)
+            self._state, self._attempt_due = "streaming", None
             log.warning("%s: reconnected after %d attempts", self.uri, attempt)
             return

@@ -1,1 +1,2 @@
-def register(s): pass
+def register(s):
+    pass

@@ -40,14 +40,14 @@ from typing import Any, TextIO
 from edge_runtime.config import RuntimeConfig, load_config
 from edge_runtime.errors import ConfigError, EdgeRuntimeError
 from edge_runtime.pipeline import Pipeline, PipelineOptions
-from edge_runtime.serving import ServingModel, load_serving_model, postprocessor_for
 from edge_runtime.service import logs
 from edge_runtime.service.failsafe import FailSafeSupervisor
 from edge_runtime.service.hardware import BoardMonitor
-from edge_runtime.service.live_view import BOUNDARY, PAGE, LiveView
+from edge_runtime.service.live_view import BOUNDARY, LiveView, page
 from edge_runtime.service.notify import Notifier
 from edge_runtime.service.signals import stop_on_signals
 from edge_runtime.service.status_server import Page, StatusServer, StreamRequest
+from edge_runtime.serving import ServingModel, load_serving_model, postprocessor_for
 from edge_runtime.sinks import Sink
 from edge_runtime.sources import options_model, parse_source_uri, scheme_kind
 from edge_runtime.status import RuntimeStatus
@@ -357,7 +357,7 @@ class Daemon:
                 sink.open(self.status.snapshot)
                 sink.enter_fail_safe(reason)
                 sink.close()
-            except Exception:  # noqa: BLE001 - best effort: the daemon is failing already
+            except Exception:  # best effort: the daemon is failing already
                 log.exception("could not put output %s in its fail-safe state", sink.name)
 
     # -- the main loop ----------------------------------------------------------------------------
@@ -597,9 +597,9 @@ def add_live_view(server: StatusServer, view: LiveView, status: RuntimeStatus) -
         "style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'",
         "X-Content-Type-Options": "nosniff",
     }
-    body = PAGE.encode()
+    body = page()
 
-    def page() -> Page:
+    def front() -> Page:
         return HTTPStatus.OK, body, "text/html; charset=utf-8", page_headers
 
     def latest() -> Page:
@@ -639,7 +639,7 @@ def add_live_view(server: StatusServer, view: LiveView, status: RuntimeStatus) -
         finally:
             view.leave_stream()
 
-    server.add_page("/", page)
+    server.add_page("/", front)
     server.add_page("/latest.jpg", latest, cached=False)
     server.add_page("/live.json", live)
     server.add_stream("/stream.mjpg", stream)

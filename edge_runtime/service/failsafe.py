@@ -76,9 +76,7 @@ class FailSafeLogic:
             return None
         last = self._last_fresh
         if last is None or now - last > self.stale_after_s:
-            self.state = FailSafeState(
-                True, f"no fresh decision for {self.stale_after_s:g} s", now
-            )
+            self.state = FailSafeState(True, f"no fresh decision for {self.stale_after_s:g} s", now)
             return "enter"
         return None
 

@@ -21,6 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 import cv2
@@ -178,8 +179,9 @@ class LiveView(Sink):
                 return self._encoded
             before = self._encoded.sequence if self._encoded is not None else 0
             self._cond.wait_for(
-                lambda: self._closed
-                or (self._encoded is not None and self._encoded.sequence != before),
+                lambda: (
+                    self._closed or (self._encoded is not None and self._encoded.sequence != before)
+                ),
                 timeout=wait_s,
             )
             return self._encoded
@@ -189,14 +191,14 @@ class LiveView(Sink):
         fails), ``closing`` is set, or the live view shuts down. Between :meth:`join_stream`
         and :meth:`leave_stream`."""
         sent = -1
+
+        def news() -> bool:
+            return self._closed or (self._encoded is not None and self._encoded.sequence != sent)
+
         while not closing.is_set():
             self._seen()
             with self._cond:
-                self._cond.wait_for(
-                    lambda: self._closed
-                    or (self._encoded is not None and self._encoded.sequence != sent),
-                    timeout=1.0,
-                )
+                self._cond.wait_for(news, timeout=1.0)
                 if self._closed:
                     return
                 encoded = self._encoded
@@ -242,8 +244,10 @@ class LiveView(Sink):
         while True:
             with self._cond:
                 self._cond.wait_for(
-                    lambda: self._closed
-                    or (self._latest is not None and self._latest_seq != self._encoded_from),
+                    lambda: (
+                        self._closed
+                        or (self._latest is not None and self._latest_seq != self._encoded_from)
+                    ),
                     timeout=1.0,
                 )
                 if self._closed:
@@ -260,7 +264,7 @@ class LiveView(Sink):
             last = time.monotonic()
             try:
                 jpeg = encode_frame(latest[0], latest[1], self.quality)
-            except Exception:  # noqa: BLE001 - a frame that cannot be drawn must not end the view
+            except Exception:  # a frame that cannot be drawn must not end the view
                 log.exception("live view: could not encode frame %d", latest[1].frame_index)
                 jpeg = None
             with self._cond:
@@ -292,102 +296,11 @@ def encode_frame(image_rgb: np.ndarray, prediction: Prediction, quality: int = 8
     return bytes(data.tobytes())
 
 
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>edge-runtime live view</title>
-<link rel="icon" href="data:,">
-<style>
-body{font:15px system-ui,sans-serif;margin:0;background:#111;color:#eee}
-header{padding:8px 14px;background:#222;display:flex;gap:18px;flex-wrap:wrap;align-items:baseline}
-h1{font-size:17px;margin:0}
-main{display:flex;flex-wrap:wrap;gap:14px;padding:14px}
-#frame{max-width:100%;width:640px;background:#000;min-height:200px}
-section{background:#1b1b1b;padding:10px 14px;border-radius:6px;min-width:260px}
-.big{font-size:28px;font-weight:600}
-.muted{color:#999}.warn{color:#fb3}.bad{color:#f66}.ok{color:#6d6}
-table{border-collapse:collapse}td{padding:1px 8px 1px 0}
-svg{background:#161616}
-</style></head><body>
-<header><h1>edge-runtime</h1><span id="model" class="muted">model ...</span>
-<span id="source" class="muted"></span><span id="state"></span></header>
-<main>
-<div><img id="frame" alt="latest annotated frame">
-<div class="muted">frame <span id="index">-</span> &middot;
-<a href="stream.mjpg" style="color:#8bf">MJPEG stream</a></div></div>
-<div>
-<section><div class="muted">decision</div><div class="big" id="label">-</div>
-<div>score <span id="score">-</span> &middot; <span id="fps">-</span> fps</div>
-<div id="failsafe"></div></section>
-<section><div class="muted">latency per stage, last minutes (ms)</div>
-<svg id="chart" width="320" height="120" role="img" aria-label="latency chart"></svg>
-<table id="stages"></table></section>
-<section><div class="muted">update</div><div id="update">-</div></section>
-</div></main>
-<script>
-"use strict";
-const $ = (id) => document.getElementById(id);
-const colours = ["#6cf","#fc6","#9e6","#f8a","#c9f","#ccc"];
-let busy = false, shown = null;
-function text(id, value, cls) { const el = $(id); el.textContent = value; if (cls !== undefined) el.className = cls; }
-async function frame() {
-  if (busy) return; busy = true;
-  try {
-    const r = await fetch("latest.jpg", {cache: "no-store"});
-    if (r.ok) {
-      const url = URL.createObjectURL(await r.blob());
-      $("frame").src = url; if (shown) URL.revokeObjectURL(shown); shown = url;
-      text("index", r.headers.get("X-Frame-Index") || "-");
-    }
-  } catch (e) { /* the daemon restarts: try again on the next tick */ }
-  busy = false;
-}
-function chart(history) {
-  const svg = $("chart"), w = 320, h = 120;
-  while (svg.firstChild) svg.removeChild(svg.firstChild);
-  if (history.length < 2) return;
-  const stages = Object.keys(history[history.length - 1].ms).filter((s) => s !== "total");
-  let max = 1;
-  for (const p of history) for (const s of stages) max = Math.max(max, p.ms[s] || 0);
-  const t0 = history[0].t, span = Math.max(1, history[history.length - 1].t - t0);
-  stages.forEach((s, i) => {
-    const pts = history.map((p) => ((p.t - t0) / span * (w - 4) + 2).toFixed(1) + "," +
-      (h - 2 - (p.ms[s] || 0) / max * (h - 14)).toFixed(1)).join(" ");
-    const line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
-    line.setAttribute("points", pts); line.setAttribute("fill", "none");
-    line.setAttribute("stroke", colours[i % colours.length]); svg.appendChild(line);
-  });
-  const label = document.createElementNS("http://www.w3.org/2000/svg", "text");
-  label.setAttribute("x", 4); label.setAttribute("y", 11); label.setAttribute("fill", "#999");
-  label.setAttribute("font-size", "10"); label.textContent = max.toFixed(1) + " ms";
-  svg.appendChild(label);
-  const table = $("stages"); table.textContent = "";
-  stages.forEach((s, i) => {
-    const row = table.insertRow(), last = history[history.length - 1].ms[s] || 0;
-    const key = row.insertCell(); key.textContent = s; key.style.color = colours[i % colours.length];
-    row.insertCell().textContent = last.toFixed(2);
-  });
-}
-async function info() {
-  try {
-    const r = await fetch("live.json", {cache: "no-store"});
-    if (!r.ok) return;
-    const d = await r.json(), m = d.model || {}, latest = d.latest;
-    text("model", (m.name || m.path || "model") + (m.version ? " v" + m.version : "") +
-      " · " + (m.artifact || "") + " on " + (m.backend || "?"));
-    const src = d.source || {};
-    text("source", (src.uri || "") + " · " + (src.state || ""), src.state === "streaming" ? "muted" : "warn");
-    text("state", d.state || "", d.state === "running" ? "ok" : "bad");
-    text("fps", (d.fps || 0).toFixed(1));
-    if (latest) { text("label", latest.label); text("score", latest.score.toFixed(3)); }
-    const fs = d.fail_safe;
-    text("failsafe", fs && fs.active ? "fail-safe: " + fs.reason : "", "warn");
-    const u = d.update;
-    text("update", u ? Object.entries(u).map(([k, v]) => k + ": " + (typeof v === "object" ? JSON.stringify(v) : v)).join(" · ") : "no updates configured");
-    chart(d.history || []);
-  } catch (e) { /* as above */ }
-}
-frame(); info();
-setInterval(frame, 250); setInterval(info, 1000);
-</script></body></html>
-"""
+def page() -> bytes:
+    """The live view's page (``live_view.html`` beside this module: HTML with inline CSS and
+    JavaScript, nothing fetched from elsewhere)."""
+    return (
+        resources.files(__package__ or "edge_runtime.service")
+        .joinpath("live_view.html")
+        .read_bytes()
+    )

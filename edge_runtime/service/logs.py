@@ -98,9 +98,7 @@ def configure(
     if level not in LEVELS:
         raise ValueError(f"unknown log level '{level}' (known: {', '.join(LEVELS)})")
     env = os.environ if environ is None else environ
-    journal = log_format == "journal" or (
-        log_format == "auto" and stderr_is_journal(env, stream)
-    )
+    journal = log_format == "journal" or (log_format == "auto" and stderr_is_journal(env, stream))
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(OneLineFormatter(journal, tracebacks=level == "debug"))
     root = logging.getLogger()

@@ -81,6 +81,8 @@ class StreamRequest:
     def write(self, data: bytes) -> None:
         self._handler.wfile.write(data)
         self._handler.wfile.flush()
+
+
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]+:")
 
 

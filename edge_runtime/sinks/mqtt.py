@@ -106,7 +106,7 @@ class MqttConfig(SinkConfig):
         min_length=1,
         description="A state name subscribers act on (e.g. 'closed'): while decisions are "
         "missing (no fresh confident decision for [service] stale_after_s, a model that failed "
-        "to load, the daemon stopping) {\"fail_safe\": true, \"state\": ..., \"reason\": ...} "
+        'to load, the daemon stopping) {"fail_safe": true, "state": ..., "reason": ...} '
         "is published, retained, on fail_safe_topic and predictions are held back.",
     )
     fail_safe_topic: str | None = Field(

@@ -107,8 +107,8 @@ class WebhookConfig(SinkConfig):
         min_length=1,
         description="A state name the receiver acts on (e.g. 'closed'): while decisions are "
         "missing (no fresh confident decision for [service] stale_after_s, a model that failed "
-        "to load, the daemon stopping) it is POSTed as {\"fail_safe\": true, \"state\": ..., "
-        "\"reason\": ...} and predictions are held back until {\"fail_safe\": false}.",
+        'to load, the daemon stopping) it is POSTed as {"fail_safe": true, "state": ..., '
+        '"reason": ...} and predictions are held back until {"fail_safe": false}.',
     )
 
     @field_validator("url")

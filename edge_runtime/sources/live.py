@@ -240,9 +240,7 @@ class LiveSource(Source):
         self._connect()
         self._opened = True
         self._state = "streaming"
-        self._thread = threading.Thread(
-            target=self._run, name=f"capture {self.uri}", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, name=f"capture {self.uri}", daemon=True)
         self._thread.start()
 
     def read(self, timeout: float | None = None) -> Frame | None:

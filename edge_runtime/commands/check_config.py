@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 EXAMPLES = """\
 examples:
-  edge-runtime check-config /etc/edge-classify/runtime.toml
+  edge-runtime check-config /etc/edge-runtime/config.toml
   edge-runtime check-config runtime.toml --json
 
-Checks the file's syntax, its keys and values (each sink's and source's own settings), and makes
-the checks `run` makes before it starts: the model path names a bundle directory, an uncompressed
-.tar, a .tflite or an .onnx (no FIFO or device), the label file and device profile can be read,
-and the source URI exists with options that source takes. Nothing is opened: no camera, no port,
-no model is loaded.
+Prints every problem on stderr, one line each with its key path (model.path, outputs.mqtt.qos,
+...), and exits 1 when there is one. Checked without opening anything: the file's syntax, every key and
+value (each sink's and source's own settings), the model (a bundle's manifest, labels and every
+artifact's sha256; a bare .tflite/.onnx exists), the label file and device profile, the source
+URI and what can be said of it without the device (an unknown synthetic scenario, a camera
+number, a missing /dev/videoN on a machine that has cameras), the listen address. Lines starting
+with "needs the device:" say what only the device can tell (a camera that opens, a free port):
+they are no problem.
 """
 
 
@@ -28,34 +32,47 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("config", metavar="FILE", help="the TOML file")
-    parser.add_argument("--json", action="store_true", help="print the validated configuration")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the validated configuration (or the problems) as JSON",
+    )
+    parser.add_argument("--quiet", "-q", action="store_true", help="print problems only")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Validate the file; 0 when ``run`` would accept it.
+    """Check the file; 0 when ``run`` and ``daemon`` would accept it, 1 with every problem.
 
     Raises:
-        ConfigError: the file, or what it names, would be refused by ``run``; the message starts
-            with the file's name.
+        ConfigError: the file cannot be read or is not TOML.
     """
-    from edge_runtime.config import load_config
-    from edge_runtime.errors import ConfigError, EdgeRuntimeError
+    from edge_runtime.checks import check_config_file
     from edge_runtime.redaction import redact
     from edge_runtime.sources import source_kind
     from edge_runtime.terminal import printable
-    from edge_runtime.wiring import check_runnable
 
-    config = load_config(args.config)
-    try:
-        check_runnable(config)
-    except EdgeRuntimeError as exc:
-        raise ConfigError(f"{args.config}: {exc}") from None
-    kind = source_kind(config.source.uri)
+    report = check_config_file(args.config)
     if args.json:
-        print(redact(json.dumps(config.model_dump(mode="json"), indent=2)))
-    else:
-        source = redact(config.source.uri)
-        ok = f"{args.config}: ok (model {config.model.path}, {kind} source {source})"
-        print(printable(ok))
+        # The validated configuration, or the problems (exit 1).
+        body: dict[str, Any] = (
+            report.config.model_dump(mode="json")
+            if report.config is not None
+            else {"problems": [{"where": p.where, "message": p.message} for p in report.problems]}
+        )
+        print(redact(json.dumps(body, indent=2)))
+        return 0 if report.ok else 1
+    if report.config is None:
+        # One line per problem, as the command line reports an error.
+        for problem in report.problems:
+            line = printable(redact(f"{args.config}: {problem}"))
+            print(f"edge-runtime: error: {line}", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        for note in report.device_checks:
+            print(printable(redact(f"needs the device: {note}")))
+    config = report.config
+    kind = source_kind(config.source.uri)
+    source = redact(config.source.uri)
+    print(printable(f"{args.config}: ok (model {config.model.path}, {kind} source {source})"))
     return 0

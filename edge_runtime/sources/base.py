@@ -113,6 +113,17 @@ class Source(abc.ABC):
         (its device was lost and it is trying again) and ``failed``."""
         return "ended" if self.ended else "streaming"
 
+    def preflight(self, devices: str = "/dev") -> list[str]:
+        """The checks that need no device, for ``check-config``: raises for what is wrong
+        whatever the device (an unknown scenario, a camera number OpenCV cannot take), and
+        returns what can only be checked by opening the source on the device itself, one line
+        each. ``devices`` is where device nodes live (tests pass a fake). Opens nothing.
+
+        Raises:
+            SourceError, ConfigError: the source cannot work as configured.
+        """
+        return []
+
     def reconnecting_on_schedule(self, grace_s: float) -> bool:
         """Whether the source is reconnecting and its next attempt is due at most ``grace_s``
         seconds ago (an attempt stuck in the driver makes this false): what a watchdog may

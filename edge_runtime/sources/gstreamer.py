@@ -107,6 +107,16 @@ class GStreamerSource(OpenCVCaptureSource):
                 )
         self._build_information = build_information
 
+    def preflight(self, devices: str = "/dev") -> list[str]:
+        notes = [f"{self.uri}: the GStreamer pipeline is started on the device"]
+        info = self._build_information
+        text = (
+            info() if callable(info) else info if info is not None else _opencv_build_information()
+        )
+        if not gstreamer_enabled(text):
+            notes.append("this machine's OpenCV has no GStreamer (JetPack's OpenCV has)")
+        return notes
+
     def _open_args(self) -> tuple[int | str, int, Sequence[int]]:
         info = self._build_information
         if info is None:

@@ -6,10 +6,12 @@ import logging
 import os
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import cv2
 from pydantic import Field
 
+from edge_runtime.errors import ConfigError
 from edge_runtime.sources.opencv import CaptureOptions, OpenCVCaptureSource
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,16 @@ class NetworkStreamSource(OpenCVCaptureSource):
             int(self.read_timeout_s * 1000),
         )
         return self.location, cv2.CAP_FFMPEG, params
+
+    def preflight(self, devices: str = "/dev") -> list[str]:
+        parts = urlsplit(self.location)
+        if not parts.hostname:
+            raise ConfigError(f"'{self.uri}' names no host (e.g. rtsp://camera.local/stream)")
+        try:
+            parts.port  # noqa: B018 - urlsplit checks the port when it is read
+        except ValueError:
+            raise ConfigError(f"'{self.uri}' has a bad port") from None
+        return [f"{self.uri}: whether the stream answers is checked when it is opened"]
 
     def _unreachable(self) -> str:
         return (

@@ -6,7 +6,9 @@ only in what they hand to ``cv2.VideoCapture``.
 
 from __future__ import annotations
 
+import glob
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -199,6 +201,24 @@ class OpenCVCameraSource(OpenCVCaptureSource):
 
     def _open_args(self) -> tuple[int | str, int, Sequence[int]]:
         return self.device, self.api, ()
+
+    def preflight(self, devices: str = "/dev") -> list[str]:
+        if isinstance(self.device, int) and self.device >= 100:
+            # OpenCV reads an index of 100 and more as an API preference plus a camera number.
+            raise ConfigError(
+                f"{self.uri}: camera numbers go from 0 to 99; use v4l2:///dev/videoN for others"
+            )
+        node = f"/dev/video{self.device}" if isinstance(self.device, int) else self.device
+        local = (
+            os.path.join(devices, node.removeprefix("/dev/")) if node.startswith("/dev/") else node
+        )
+        if os.path.exists(local):
+            return [f"{self.uri}: {node} is there; whether it delivers frames needs opening it"]
+        present = sorted(glob.glob(os.path.join(devices, "video*")))
+        if present:
+            names = ", ".join(f"/dev/{os.path.basename(p)}" for p in present)
+            raise SourceError(f"{self.uri}: there is no {node} on this machine (there is {names})")
+        return [f"{self.uri}: no V4L2 camera on this machine; {node} is checked on the device"]
 
     def _unreachable(self) -> str:
         return (

@@ -131,6 +131,17 @@ class Picamera2Source(LiveSource):
             except Exception as exc:  # noqa: BLE001 - a camera that vanished fails to stop
                 log.debug("%s: %s failed: %s", self.uri, step.__name__, exc)
 
+    def preflight(self, devices: str = "/dev") -> list[str]:
+        import importlib.util
+
+        notes = [f"{self.uri}: the camera is opened through libcamera on the Raspberry Pi"]
+        if importlib.util.find_spec("picamera2") is None:
+            notes.append(
+                "picamera2 is not installed here (on the Pi: apt install python3-picamera2, "
+                "and a venv made with --system-site-packages)"
+            )
+        return notes
+
     def describe(self) -> dict[str, Any]:
         return {
             **super().describe(),

@@ -176,6 +176,16 @@ class SyntheticSource(LiveSource):
         self._next_render = max(self._next_render + 1.0 / self.fps, self._clock())
         return self._render()
 
+    def preflight(self, devices: str = "/dev") -> list[str]:
+        from edge_runtime import scenes
+
+        if self._scene_factory is None and self.scenario not in scenes.SCENARIOS:
+            raise SourceError(
+                f"unknown synthetic scenario '{self.scenario}' "
+                f"(known: {', '.join(sorted(scenes.SCENARIOS))})"
+            )
+        return []
+
     def describe(self) -> dict[str, Any]:
         return {
             **super().describe(),

@@ -82,9 +82,7 @@ def _section(raw: Mapping[str, Any], name: str, model: type[BaseModel]) -> Any:
         return None
 
 
-def check_config_file(
-    path: str | os.PathLike[str], *, devices: str = "/dev"
-) -> CheckReport:
+def check_config_file(path: str | os.PathLike[str], *, devices: str = "/dev") -> CheckReport:
     """Check a config file without starting anything (see the module docstring). ``devices``:
     where device nodes are looked for (tests pass a fake ``/dev``).
 

@@ -12,14 +12,14 @@ examples:
   edge-runtime check-config /etc/edge-runtime/config.toml
   edge-runtime check-config runtime.toml --json
 
-Prints every problem on stderr, one line each with its key path (model.path,
-outputs.mqtt.qos, ...), and exits 1 when there is one. Checked without opening anything: the
-file's syntax, every key and value (each sink's and source's own settings), the model (a bundle's manifest, labels and every
-artifact's sha256; a bare .tflite/.onnx exists), the label file and device profile, the source
-URI and what can be said of it without the device (an unknown synthetic scenario, a camera
-number, a missing /dev/videoN on a machine that has cameras), the listen address. Lines starting
-with "needs the device:" say what only the device can tell (a camera that opens, a free port):
-they are no problem.
+Prints every problem on stderr, one line each with its key path (model.path, outputs.mqtt.qos,
+...), and exits 1 when there is one. Checked without opening anything: the file's syntax, every
+key and value (each sink's and source's own settings), the model (a bundle's manifest, labels
+and every artifact's sha256; a bare .tflite/.onnx exists), the label file and device profile,
+the source URI and what can be said of it without the device (an unknown synthetic scenario, a
+camera number, a missing /dev/videoN on a machine that has cameras), the listen address. Lines
+starting with "needs the device:" say what only the device can tell (a camera that opens, a free
+port): they are no problem.
 """
 
 

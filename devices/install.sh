@@ -75,10 +75,11 @@ say() { printf 'install.sh: %s\n' "$*"; }
 if [ -z "$profile" ]; then
   profile="$(PYTHONPATH="$source_dir" "$python" -m devices detect)"
 fi
-PYTHONPATH="$source_dir" "$python" -m devices list | grep -qx "$profile" || {
-  echo "install.sh: unknown profile '$profile' (known: $(PYTHONPATH="$source_dir" "$python" -m devices list | tr '\n' ' '))" >&2
+known="$(PYTHONPATH="$source_dir" "$python" -m devices list)"
+if ! grep -qx -- "$profile" <<<"$known"; then
+  echo "install.sh: unknown profile '$profile' (known: $(echo "$known" | tr '\n' ' '))" >&2
   exit 1
-}
+fi
 say "device profile $profile"
 
 case "$profile" in

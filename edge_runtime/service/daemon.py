@@ -175,6 +175,7 @@ class Daemon:
         self._reload_again = False
         self._handover: tuple[Pipeline, RuntimeConfig, ServingModel] | None = None
         self._retire: ServingModel | None = None
+        self._fallback: tuple[RuntimeConfig, ServingModel] | None = None
         self._last_status_at: float | None = None
         self._problems: logging.Handler | None = None
 
@@ -371,9 +372,9 @@ class Daemon:
             except EdgeRuntimeError as exc:
                 if self._stopping.is_set():
                     return
-                if self._handover is None and self._retire is not None:
+                if self._fallback is not None and self.status.frames == frames_before:
                     # A reload's pipeline that could not start: bring the old one back.
-                    if self.status.frames == frames_before and self._revert(exc):
+                    if self._revert(exc):
                         continue
                 raise
             if self._stopping.is_set():
@@ -387,11 +388,10 @@ class Daemon:
             self._publish_service()
 
     def _revert(self, exc: EdgeRuntimeError) -> bool:
-        previous = self._retire
-        old_config = self._previous_config
-        if previous is None or old_config is None:
+        fallback, self._fallback, self._retire = self._fallback, None, None
+        if fallback is None:
             return False
-        self._retire = None
+        old_config, previous = fallback
         message = f"the reloaded configuration did not start ({exc}); back to the previous one"
         log.error("reload refused: %s", message)
         self._record("refused", message, ())
@@ -399,7 +399,7 @@ class Daemon:
             pipeline = self._pipeline(old_config, previous)
         except EdgeRuntimeError:
             return False
-        if self.serving is not None and self.serving is not previous:
+        if self.serving is not None and self.serving.model is not previous.model:
             self.serving.close()
         with self._lock:
             self.pipeline, self.config, self.serving = pipeline, old_config, previous
@@ -453,7 +453,8 @@ class Daemon:
         self._apply_service(new)
         if restart:
             with self._lock:
-                self._previous_config, self._retire = old, serving if fresh is not None else None
+                self._fallback = (old, serving)
+                self._retire = serving if fresh is not None else None
                 self._handover = (replacement, new, target)
             pipeline.stop()
             detail = "restarted the pipeline with the new source or outputs"
@@ -477,8 +478,6 @@ class Daemon:
             self.server.stale_after_s = service.stale_after_s
         if self.supervisor is not None:
             self.supervisor.stale_after_s = service.stale_after_s
-
-    _previous_config: RuntimeConfig | None = None
 
     @property
     def server_url(self) -> str:
@@ -504,9 +503,11 @@ class Daemon:
             log.info("ready: %s", self._status_text())
         elif config is not None:
             self._maybe_status(config.service.status_interval_s)
-        retire, self._retire = self._retire, None
-        if retire is not None and self._handover is None:
-            retire.close()  # the reloaded pipeline runs: the model it replaced can go
+        if self._fallback is not None and self._handover is None:
+            # The reloaded pipeline runs: the model it replaced (if any) can go.
+            retire, self._retire, self._fallback = self._retire, None, None
+            if retire is not None:
+                retire.close()
 
     def _on_idle(self) -> None:
         config, pipeline = self.config, self.pipeline
@@ -577,7 +578,8 @@ class Daemon:
         if self.supervisor is not None:
             self.supervisor.close()
         self.status.remove_observer(self._on_frame)
-        for serving in {id(s): s for s in (self.serving, self._retire) if s is not None}.values():
+        owned = (self.serving, self._retire)
+        for serving in {id(s.model): s for s in owned if s is not None}.values():
             serving.close()
         self.serving = self._retire = None
         if self.live_view is not None:

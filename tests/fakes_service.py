@@ -104,7 +104,7 @@ def without_watchdog(kinds: list[str]) -> list[str]:
     return [kind for kind in kinds if kind not in ("WATCHDOG", "STATUS")]
 
 
-# -- sources ----------------------------------------------------------------------------------------
+# -- sources ------------------------------------------------------------------------------------
 class _Controls:
     """Shared switches the tests flip: whether the device is present, whether reads wedge."""
 
@@ -179,7 +179,7 @@ def register_fake_sources() -> None:
     registry.register("source", "stalled", "tests.fakes_service:StalledSource")
 
 
-# -- a model that wedges ------------------------------------------------------------------------------
+# -- a model that wedges --------------------------------------------------------------------------
 class WedgeableModel:
     """A loaded model whose ``infer`` blocks while ``wedge`` is set (a backend call that never
     returns); ``blocked`` is set while it blocks. Everything else goes to the real model."""

@@ -130,7 +130,7 @@ class Browser:
             except BrowserError:
                 return
 
-    # -- what the test uses -------------------------------------------------------------------------
+    # -- what the test uses ---------------------------------------------------------------------
     def open(self, url: str) -> None:
         target = self.call("Target.createTarget", {"url": "about:blank"}, browser=True)
         attached = self.call(

@@ -227,11 +227,19 @@ def test_the_watchdog_keeps_pinging_while_the_camera_is_reconnected_on_schedule(
 
 
 def test_the_fail_safe_is_entered_on_a_stalled_source_and_on_stop(
-    tmp_path: Path, notify: NotifySocket
+    tmp_path: Path, notify: NotifySocket, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    gpiozero = pytest.importorskip("gpiozero")
+    from gpiozero.pins.mock import MockFactory
+
+    factory = MockFactory()
+    monkeypatch.setattr(gpiozero.Device, "pin_factory", factory)
     register_fake_sources()
     out = tmp_path / "stdout.txt"
-    extra = '\n[outputs]\nreject = { label = "stop", fail_safe = "reject" }\n'
+    extra = (
+        '\n[outputs]\nreject = { label = "stop", fail_safe = "reject" }\n'
+        'gpio = { pin = 17, label = "stop", fail_safe = "on" }\n'
+    )
     path = write_config(
         tmp_path / "config.toml", config_text(free_port(), source="stalled:8", extra=extra)
     )
@@ -244,6 +252,7 @@ def test_the_fail_safe_is_entered_on_a_stalled_source_and_on_stop(
             assert wait_until(lambda: daemon.started.is_set(), 60)
             assert wait_until(lambda: daemon.status.snapshot()["fail_safe"]["active"], 20)
             assert "no fresh decision" in daemon.status.snapshot()["fail_safe"]["reason"]
+            assert factory.pin(17).state  # the gate's pin held at its fail-safe level
         finally:
             running.stop()
     lines = out.read_text().splitlines()

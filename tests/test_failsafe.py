@@ -158,8 +158,13 @@ def test_fail_safe_states_are_part_of_each_outputs_config(tmp_path: Path) -> Non
             },
         }
     )
-    states = {key: getattr(config.outputs.get(key), "fail_safe") for key in ("gpio", "reject")}
-    assert states == {"gpio": "on", "reject": "reject"}
+    states = {key: config.outputs.get(key) for key in ("gpio", "reject", "mqtt", "webhook")}
+    assert {key: value.fail_safe for key, value in states.items()} == {  # type: ignore[union-attr]
+        "gpio": "on",
+        "reject": "reject",
+        "mqtt": "closed",
+        "webhook": "closed",
+    }
     from edge_runtime.errors import ConfigError
 
     with pytest.raises(ConfigError, match="outputs.gpio.fail_safe"):

@@ -212,9 +212,7 @@ def check_cameras(probes: Probes, needs_camera: bool = False) -> list[Finding]:
         except OSError as exc:
             findings.append(Finding("cameras libcamera", "info", f"{tool} failed: {exc}"))
             break
-        cameras = [
-            line.strip() for line in out.splitlines() if line.strip()[:2].rstrip(":").isdigit()
-        ]
+        cameras = [line.strip() for line in out.splitlines() if _CAMERA_LINE.match(line)]
         if code == 0 and cameras:
             findings.append(Finding("cameras libcamera", "ok", "; ".join(cameras)))
         else:

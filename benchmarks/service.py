@@ -117,8 +117,8 @@ def main() -> int:
             folder = Path(scratch, str(index))
             folder.mkdir()
             rounds.append(one_round(folder))
-    ready = [float(r["ready_s"]) for r in rounds]  # type: ignore[arg-type]
-    stop = [float(r["stop_s"]) for r in rounds]  # type: ignore[arg-type]
+    ready = [float(str(r["ready_s"])) for r in rounds]
+    stop = [float(str(r["stop_s"])) for r in rounds]
     summary = {
         "rounds": rounds,
         "ready_s": {"median": statistics.median(ready), "max": max(ready)},
@@ -133,7 +133,8 @@ def main() -> int:
         for index, r in enumerate(rounds):
             print(
                 f"round {index}: ready {r['ready_s']:.2f} s  stop {r['stop_s']:.2f} s  "
-                f"exit {r['exit']}  STOPPING {r['stopping_sent']}  fail-safe {r['fail_safe_logged']}"
+                f"exit {r['exit']}  STOPPING {r['stopping_sent']}  "
+                f"fail-safe {r['fail_safe_logged']}"
             )
         print(
             f"ready: median {summary['ready_s']['median']:.2f} s, max {max(ready):.2f} s; "

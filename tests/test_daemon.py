@@ -261,6 +261,41 @@ def test_the_fail_safe_is_entered_on_a_stalled_source_and_on_stop(
     assert any("no fresh decision for 1 s" in line for line in lines)
 
 
+@pytest.mark.parametrize("how", ["no model at the path", "the loader fails"])
+def test_a_model_that_does_not_load_at_start_puts_the_outputs_in_their_fail_safe_state(
+    tmp_path: Path, notify: NotifySocket, how: str
+) -> None:
+    from edge_runtime.errors import ModelError
+
+    extra = '\n[outputs]\nreject = { label = "stop", fail_safe = "reject" }\n'
+    text = config_text(free_port(), extra=extra)
+    loader = None
+    if how == "no model at the path":
+        text = text.replace(str(MODEL), str(tmp_path / "gone"))
+    else:
+
+        def loader(*_: Any, **__: Any) -> Any:
+            raise ModelError("the backend refused the artifact")
+
+    path = write_config(tmp_path / "config.toml", text)
+    out = tmp_path / "stdout.txt"
+    with out.open("w") as stream:
+        daemon = Daemon(
+            path,
+            environ=notify.env(),
+            signals=False,
+            configure_logging=False,
+            stream=stream,
+            **({"loader": loader} if loader is not None else {}),
+        )
+        with pytest.raises(ModelError):
+            daemon.run()
+    lines = out.read_text().splitlines()
+    assert lines, "the reject action said nothing"
+    assert lines[-1].startswith("  >>> REJECT all (fail-safe: the model failed to load: ")
+    assert "READY" not in notify.kinds()
+
+
 def test_reload_with_a_new_source_restarts_the_pipeline_and_a_bad_one_is_reverted(
     tmp_path: Path, notify: NotifySocket
 ) -> None:

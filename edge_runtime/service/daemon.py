@@ -38,7 +38,7 @@ from http import HTTPStatus
 from typing import Any, TextIO
 
 from edge_runtime.config import RuntimeConfig, load_config
-from edge_runtime.errors import ConfigError, EdgeRuntimeError
+from edge_runtime.errors import BundleError, ConfigError, EdgeRuntimeError, ModelError
 from edge_runtime.pipeline import Pipeline, PipelineOptions
 from edge_runtime.service import logs
 from edge_runtime.service.failsafe import FailSafeSupervisor
@@ -227,11 +227,14 @@ class Daemon:
         Raises:
             EdgeRuntimeError: the first problem (ConfigError, ModelError, SourceError, ...).
         """
-        config = load_config(self.config_path)
-        verify_update_section(config)
-        config = service_config(config)
+        config = self._parse_config()
         check_runnable(config)
         return config
+
+    def _parse_config(self) -> RuntimeConfig:
+        config = load_config(self.config_path)
+        verify_update_section(config)
+        return service_config(config)
 
     def run(self) -> int:
         """Run until stopped or the source ends; 0 then.
@@ -240,7 +243,13 @@ class Daemon:
             EdgeRuntimeError: at start-up, the config, the model, the source or the port (one
                 line); later, a pipeline that failed for good.
         """
-        config = self.read_config()
+        config = self._parse_config()
+        try:
+            check_runnable(config)
+        except (ModelError, BundleError) as exc:
+            # A file that names a model that cannot load: the actuators hear it before the exit.
+            self._fail_safe_outputs(config, f"the model failed to load: {exc}")
+            raise
         self.config = config
         if self._configure_logging:
             logs.configure(

@@ -261,6 +261,25 @@ def test_the_fail_safe_is_entered_on_a_stalled_source_and_on_stop(
     assert any("no fresh decision for 1 s" in line for line in lines)
 
 
+def test_what_the_status_server_owns_changes_at_the_next_restart(
+    tmp_path: Path, notify: NotifySocket
+) -> None:
+    path = write_config(tmp_path / "config.toml", config_text(free_port()))
+    running = start(path, notify)
+    try:
+        served = running.daemon.server_url
+        text = config_text(free_port()) + "live_view_fps = 2.0\n"
+        path.write_text(text)
+        record = running.daemon.reload()
+        assert record.outcome == "applied"
+        assert set(record.changed) == {"service.http", "service.live_view_fps"}
+        assert f"service.http takes effect on restart (serving {served})" in record.detail
+        assert "service.live_view_fps take effect on restart" in record.detail
+        assert running.daemon.server_url == served
+    finally:
+        running.stop()
+
+
 @pytest.mark.parametrize("how", ["no model at the path", "the loader fails"])
 def test_a_model_that_does_not_load_at_start_puts_the_outputs_in_their_fail_safe_state(
     tmp_path: Path, notify: NotifySocket, how: str

@@ -459,6 +459,10 @@ class Daemon:
         notes = []
         if "service.http" in changed:
             notes.append(f"service.http takes effect on restart (serving {self.server_url})")
+        # The live view is part of the status server, which outlives reloads.
+        later = [key for key in changed if key.startswith("service.live_view")]
+        if later:
+            notes.append(f"{', '.join(later)} take effect on restart")
         self._apply_service(new)
         if restart:
             with self._lock:

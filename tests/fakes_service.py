@@ -174,7 +174,11 @@ class StalledSource(LiveSource):
         return Captured(np.full((48, 64, 3), 120, np.uint8))
 
 
-def register_fake_sources() -> None:
+def register_fake_sources(monkeypatch: Any = None) -> None:
+    """Register ``flaky:`` and ``stalled:``; with a pytest ``monkeypatch``, only until the test
+    ends (the registry's source table is restored, so no later test sees them)."""
+    if monkeypatch is not None:
+        monkeypatch.setitem(registry._ENTRIES, "source", dict(registry._ENTRIES["source"]))
     registry.register("source", "flaky", "tests.fakes_service:FlakySource")
     registry.register("source", "stalled", "tests.fakes_service:StalledSource")
 

@@ -197,9 +197,9 @@ def test_a_watchdog_meant_for_another_process_is_ignored(notify: NotifySocket) -
 
 
 def test_the_watchdog_keeps_pinging_while_the_camera_is_reconnected_on_schedule(
-    tmp_path: Path, notify: NotifySocket
+    tmp_path: Path, notify: NotifySocket, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    register_fake_sources()
+    register_fake_sources(monkeypatch)
     CONTROLS.present.set()
     CONTROLS.wedged.clear()
     path = write_config(tmp_path / "config.toml", config_text(free_port(), source="flaky:0"))
@@ -234,7 +234,7 @@ def test_the_fail_safe_is_entered_on_a_stalled_source_and_on_stop(
 
     factory = MockFactory()
     monkeypatch.setattr(gpiozero.Device, "pin_factory", factory)
-    register_fake_sources()
+    register_fake_sources(monkeypatch)
     out = tmp_path / "stdout.txt"
     extra = (
         '\n[outputs]\nreject = { label = "stop", fail_safe = "reject" }\n'

@@ -137,7 +137,12 @@ def test_the_live_view_in_a_real_browser(tmp_path: Path) -> None:
                 label = browser.evaluate("document.getElementById('label').textContent")
                 labels = json.loads((MODEL / "manifest.json").read_text())["labels"]
                 assert label in [*labels, "unknown"]
-                assert browser.evaluate("document.getElementById('frame').naturalWidth") > 0
+                # the index comes from /live.json, the picture from its own fetch: on a busy
+                # machine the first JPEG may still be decoding when the index first changes
+                assert wait_until(
+                    lambda: browser.evaluate("document.getElementById('frame').naturalWidth") > 0,
+                    30,
+                ), "no frame shown"
                 assert wait_until(
                     lambda: (
                         browser.evaluate("document.querySelectorAll('#chart polyline').length") > 0

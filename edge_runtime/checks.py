@@ -65,8 +65,11 @@ def _validation_problems(error: ValidationError, prefix: str = "") -> list[Probl
     problems = []
     for item in error.errors():
         where = ".".join(str(part) for part in (prefix, *item["loc"]) if part != "")
-        message = _MESSAGES.get(item["type"]) or str(item["msg"])
-        problems.append(Problem(where, message.removeprefix("Value error, ")))
+        message = (_MESSAGES.get(item["type"]) or str(item["msg"])).removeprefix("Value error, ")
+        head, sep, rest = message.partition(": ")
+        if not where and sep and "." in head and head.replace(".", "").replace("_", "").isalnum():
+            where, message = head, rest  # a whole-config check that names its key
+        problems.append(Problem(where, message))
     return problems
 
 
@@ -117,7 +120,9 @@ def check_config_file(path: str | os.PathLike[str], *, devices: str = "/dev") ->
 
     model = _section(raw, "model", ModelConfig)
     if model is not None:
-        check("model.path", lambda: _check_model(model.path))
+        model_path = model.path
+        if model_path is not None:  # else [update] serves the store's model (checked in config)
+            check("model.path", lambda: _check_model(model_path))
         if model.labels is not None:
             check("model.labels", lambda: _read_labels(model.labels))
         if model.profile is not None:

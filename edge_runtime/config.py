@@ -79,7 +79,12 @@ class _Section(BaseModel):
 class ModelConfig(_Section):
     """Which model to run and how."""
 
-    path: str = Field(description="A bundle directory or .tar, a .tflite or an .onnx file.")
+    path: str | None = Field(
+        None,
+        description="A bundle directory or .tar, a .tflite or an .onnx file. May be left out "
+        "when [update] is set: the store's active model serves (with [update] and a path, "
+        "the path is the factory model that serves until the first update is installed).",
+    )
     labels: str | None = Field(None, description="Label file for a bare model without labels.")
     backend: Literal["auto", "litert", "onnxruntime"] = Field(
         "auto", description="Inference backend; auto picks by file format and device profile."
@@ -315,6 +320,101 @@ class ServiceSection(_Section):
             raise ValueError(str(exc)) from None
         return value
 
+#: URL schemes an update repository may be reached with
+UPDATE_SCHEMES = ("http", "https", "file")
+
+
+class UpdateConfig(_Section):
+    """Over-the-air model updates: where the signed repository is, which model and channel this
+    device follows, and how a new model proves itself (``edge-runtime update``, the daemon)."""
+
+    url: str = Field(
+        description="The TUF repository: http(s)://host/repo/ or file:///media/usb/repo for an "
+        "air-gapped device (its metadata/ and targets/ folders are below it)."
+    )
+    root: str = Field(
+        description="The repository's root.json, pinned at provisioning (edge-export repo init "
+        "prints its path). Only metadata that chains to it is trusted."
+    )
+    name: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$", description="The model (bundle name) to follow."
+    )
+    channel: str = Field(
+        "stable", pattern=r"^[a-z0-9][a-z0-9._-]{0,31}$", description="The channel to follow."
+    )
+    store: str = Field(
+        "/var/lib/edge-runtime/models",
+        description="The model store: the active and previous slots, state.json and the "
+        "repository metadata cache. Must be on the device's persistent storage.",
+    )
+    interval_s: float = Field(
+        900.0, ge=1.0, description="Seconds between update checks in the daemon (with jitter)."
+    )
+    jitter: float = Field(
+        0.2,
+        ge=0.0,
+        le=1.0,
+        description="Each wait is interval_s times a random factor in [1 - jitter, 1 + jitter], "
+        "so a fleet started together does not ask the server at the same moment.",
+    )
+    device_id: str = Field(
+        "auto",
+        min_length=1,
+        description="Stable id for staged rollout; auto: /etc/machine-id, else an id made once "
+        "and kept in the store.",
+    )
+    probation_frames: int = Field(
+        300, ge=1, description="Frames a new model serves on probation before it is trusted."
+    )
+    max_errors: int = Field(
+        2, ge=0, description="Inference errors tolerated during probation; one more rolls back."
+    )
+    shadow: bool = Field(
+        False,
+        description="During probation also run the previous model on live frames and roll "
+        "back when the two agree too rarely (min_agreement). Costs a second model in memory.",
+    )
+    min_agreement: float = Field(
+        0.9,
+        gt=0.0,
+        le=1.0,
+        description="Shadow probation: the share of frames both models must give the same "
+        "top-1 label (judged with a 99% confidence bound over at least 300 comparisons).",
+    )
+    shadow_interval_s: float = Field(
+        0.5,
+        gt=0.0,
+        description="Shadow probation: seconds between two comparisons (neighbouring video "
+        "frames are not independent evidence).",
+    )
+    smoke_timeout_s: float = Field(
+        120.0,
+        gt=0.0,
+        description="How long the smoke test of a new model (in a child process) may take.",
+    )
+    download_timeout_s: float = Field(
+        30.0, gt=0.0, description="Seconds a download may wait for the next bytes."
+    )
+    max_download_s: float = Field(
+        1800.0, gt=0.0, description="Seconds one file's download may take in all."
+    )
+    max_bundle_bytes: int = Field(
+        2 * 1024**3,
+        gt=0,
+        description="Largest bundle this device downloads, whatever the repository signs.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _verify_url(cls, value: str) -> str:
+        scheme = value.partition("://")[0].lower() if "://" in value else ""
+        if scheme not in UPDATE_SCHEMES:
+            raise ValueError(
+                f"url {value!r} must start with http://, https:// or file:// (a USB stick: "
+                "file:///media/usb/repo)"
+            )
+        return value
+
 
 class RuntimeConfig(_Section):
     """The whole runtime configuration.
@@ -324,21 +424,24 @@ class RuntimeConfig(_Section):
     schema adds every sink's key. The result is an instance of a subclass of this class.
     """
 
-    model: ModelConfig
+    model: ModelConfig = Field(default_factory=lambda: ModelConfig())
     source: SourceConfig
     postprocess: PostprocessSection = Field(default_factory=lambda: PostprocessSection())
     outputs: OutputsConfig = Field(default_factory=lambda: OutputsConfig())
     run: RunConfig = Field(default_factory=lambda: RunConfig())
     service: ServiceSection = Field(default_factory=lambda: ServiceSection())
-    update: dict[str, Any] | None = Field(
-        None,
-        description="Over-the-air model updates (url, root, name, channel, store, ...). Read "
-        "only by a runtime with over-the-air updates installed; refused otherwise.",
+    update: UpdateConfig | None = Field(
+        None, description="Over-the-air model updates from a TUF repository (see UpdateConfig)."
     )
 
     @model_validator(mode="after")
     def _verify(self) -> RuntimeConfig:
         verify_filters(self.postprocess)
+        if self.model.path is None and self.update is None:
+            raise ValueError(
+                "model.path: a model is needed: set [model] path, or [update] to serve the "
+                "models installed over the air"
+            )
         return self
 
     @property

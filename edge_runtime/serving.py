@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from edge_runtime.errors import ConfigError
 from edge_runtime.model import LoadedModel, load_model, options_from_profile, resolve_profile
 from edge_runtime.postprocess import Postprocessor
 from edge_runtime.preprocess import Roi
@@ -72,8 +73,13 @@ def load_serving_model(
         profile_for_this_device() if section.profile is None else resolve_profile(section.profile)
     )
     roi = Roi.parse(config.source.roi) if config.source.roi else None
+    chosen = section.path if path is None else path
+    if chosen is None:
+        raise ConfigError(
+            "no model to serve: [model] path is not set and the update store has no model yet"
+        )
     model = load_model(
-        section.path if path is None else path,
+        chosen,
         labels=section.labels,
         backend=section.backend,
         artifact=section.artifact,

@@ -9,10 +9,13 @@ its own. Nothing is opened here: ``Pipeline.run`` opens the source and the sinks
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import TextIO
 
 from edge_runtime.config import RuntimeConfig
 from edge_runtime.errors import ConfigError, UnknownComponentError
+from edge_runtime.inputfiles import describe
 from edge_runtime.labels import read_labels
 from edge_runtime.model import model_kind, resolve_profile
 from edge_runtime.pipeline import Pipeline, PipelineOptions
@@ -21,6 +24,9 @@ from edge_runtime.serving import load_serving_model
 from edge_runtime.sinks import Sink, SinkContext
 from edge_runtime.sources import Source, open_source
 from edge_runtime.status import RuntimeStatus
+
+#: python-tuf's own cap on a root metadata file (UpdaterConfig.root_max_length)
+MAX_ROOT_BYTES = 512_000
 
 
 def build_source(config: RuntimeConfig) -> Source:
@@ -46,16 +52,36 @@ def build_sinks(config: RuntimeConfig, stream: TextIO | None = None) -> list[Sin
 
 
 def verify_update_section(config: RuntimeConfig) -> None:
-    """``[update]`` needs the over-the-air update client, which this runtime does not have yet.
+    """What can be checked of ``[update]`` without the network: the pinned root is a readable
+    TUF root metadata file. (Whether it verifies, and the repository, are the client's part.)
 
     Raises:
-        ConfigError: the section is there.
+        ConfigError: ``update.root`` is missing, unreadable or not a root metadata file.
     """
-    if config.update is not None:
+    section = config.update
+    if section is None:
+        return
+    root = Path(section.root)
+    where = f"update.root: {root}"
+    try:
+        with open(root, "rb") as handle:
+            data = handle.read(MAX_ROOT_BYTES + 1)
+    except FileNotFoundError:
         raise ConfigError(
-            "update: over-the-air updates are not installed in this runtime; remove the "
-            "[update] section (the daemon serves [model] path)"
-        )
+            f"{where} does not exist: copy the repository's root.json there when the device is "
+            "provisioned (edge-export repo init prints its path)"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{where} cannot be read: {describe(exc)}") from None
+    if len(data) > MAX_ROOT_BYTES:
+        raise ConfigError(f"{where} is larger than {MAX_ROOT_BYTES} bytes: not a root.json")
+    try:
+        signed = json.loads(data)["signed"]
+        kind = signed["_type"]
+    except (ValueError, KeyError, TypeError):
+        raise ConfigError(f"{where} is not TUF metadata (no signed._type)") from None
+    if kind != "root":
+        raise ConfigError(f"{where} is {kind!r} metadata, not the repository's root.json")
 
 
 def check_runnable(config: RuntimeConfig) -> Source:
@@ -70,7 +96,8 @@ def check_runnable(config: RuntimeConfig) -> Source:
         EdgeRuntimeError: the first problem found (ModelError, ConfigError, SourceError, ...).
     """
     verify_update_section(config)
-    model_kind(config.model.path)
+    if config.model.path is not None:  # else: the update store's active model (ota.store)
+        model_kind(config.model.path)
     if config.model.labels is not None:
         read_labels(config.model.labels)
     if config.model.profile is not None:

@@ -45,6 +45,8 @@ def test_every_problem_is_listed_with_its_key_path(
         "model.bogus",
         "outputs.mqtt.qos",
         "service.http",
+        "update.root",
+        "update.name",
         "source.uri",
     ]
     assert "model.bogus: unknown key" in err
@@ -52,17 +54,30 @@ def test_every_problem_is_listed_with_its_key_path(
     assert "'notaport' is not HOST:PORT" in err
 
 
-def test_the_update_section_is_refused_while_updates_are_not_installed(tmp_path: Path) -> None:
-    path = write(
-        tmp_path,
-        f'[model]\npath = "{MODEL}"\n[source]\nuri = "synthetic:traffic-signs"\n'
-        '[update]\nurl = "http://updates.example/"\n',
+def test_the_update_section_needs_a_readable_pinned_root(tmp_path: Path) -> None:
+    body = (
+        '[source]\nuri = "synthetic:traffic-signs"\n'
+        '[update]\nurl = "http://updates.example/"\nname = "traffic-signs"\n'
+        f'store = "{tmp_path / "store"}"\nroot = "{tmp_path / "root.json"}"\n'
     )
+    path = write(tmp_path, body)
     report = check_config_file(path)
-    assert [str(p) for p in report.problems] == [
-        "update: over-the-air updates are not installed in this runtime; remove the [update] "
-        "section (the daemon serves [model] path)"
-    ]
+    assert [p.where for p in report.problems] == ["update.root"]
+    assert "copy the repository's root.json there" in report.problems[0].message
+    (tmp_path / "root.json").write_text('{"signed": {"_type": "timestamp"}}')
+    assert "not the repository's root.json" in str(check_config_file(path).problems[0])
+    (tmp_path / "root.json").write_text('{"signed": {"_type": "root"}, "signatures": []}')
+    # No [model] path: the update store's model serves.
+    report = check_config_file(path)
+    assert report.problems == () and report.config is not None
+    assert report.config.model.path is None
+
+
+def test_a_model_is_needed_without_the_update_section(tmp_path: Path) -> None:
+    path = write(tmp_path, '[source]\nuri = "synthetic:traffic-signs"\n')
+    report = check_config_file(path)
+    assert [p.where for p in report.problems] == ["model.path"]
+    assert "[update] to serve the models installed over the air" in report.problems[0].message
 
 
 def bundle_copy(tmp_path: Path) -> Path:

@@ -74,5 +74,10 @@ def run(args: argparse.Namespace) -> int:
     config = report.config
     kind = source_kind(config.source.uri)
     source = redact(config.source.uri)
-    print(printable(f"{args.config}: ok (model {config.model.path}, {kind} source {source})"))
+    if config.model.path is not None:
+        model = config.model.path
+    else:
+        assert config.update is not None  # the config refuses neither
+        model = f"{config.update.name} from the update store {config.update.store}"
+    print(printable(f"{args.config}: ok (model {model}, {kind} source {source})"))
     return 0

@@ -55,16 +55,25 @@ def make_bundle(
     runtime: str = ">=0.1",
     samples: int = 4,
     source: Path = SOURCE_BUNDLE,
+    wrong_labels: bool = False,
 ) -> Path:
     """A small valid bundle directory at ``dest``: ``source``'s int8 artifact and its first
-    ``samples`` samples, as ``name`` ``version`` for ``profiles`` (empty: any)."""
+    ``samples`` samples, as ``name`` ``version`` for ``profiles`` (empty: any).
+
+    ``wrong_labels``: every sample expects the next label over, so the bundle is valid but its
+    smoke test fails (a model that does not do what its samples say)."""
     manifest: dict[str, Any] = json.loads((source / MANIFEST_NAME).read_text(encoding="utf-8"))
     artifacts = [a for a in manifest["artifacts"] if a["precision"] == "int8"][:1]
+    chosen = [dict(sample) for sample in manifest["samples"][:samples]]
+    if wrong_labels:
+        labels = manifest["labels"]
+        for sample in chosen:
+            sample["label"] = labels[(labels.index(sample["label"]) + 1) % len(labels)]
     manifest.update(
         name=name,
         version=version,
         artifacts=artifacts,
-        samples=manifest["samples"][:samples],
+        samples=chosen,
         compatible={"runtime": runtime, "profiles": list(profiles)},
     )
     files: dict[str, Path | bytes] = {a["path"]: source / a["path"] for a in artifacts}
@@ -262,3 +271,116 @@ def expire_timestamp(repo: TufRepo, *, days_ago: float = 2) -> None:
     from exporter.publish import refresh_repository
 
     refresh_repository(repo.path, now=datetime.now(timezone.utc) - timedelta(days=days_ago))
+
+
+def publish_raw_tar(
+    repo: TufRepo,
+    data: bytes,
+    *,
+    name: str,
+    version: int,
+    manifest_sha256: str,
+    profiles: Sequence[str] = (),
+    channel: str = "stable",
+) -> str:
+    """Sign arbitrary ``data`` as the bundle target ``name`` ``version`` (bypassing the
+    publisher's checks): a correctly signed release whose contents are bad, as if the build
+    machine were compromised. Returns the target path."""
+    import hashlib
+    from datetime import timezone
+
+    from tuf.api.metadata import TargetFile
+
+    from edge_runtime.ota.policy import Release, TargetFields
+    from exporter.publish import Repository, target_path_for
+
+    repository = Repository(repo.path)
+    path = target_path_for(name, version)
+    sha256 = hashlib.sha256(data).hexdigest()
+    staged = repo.path / f".raw-{version}.tar"
+    staged.write_bytes(data)
+    fields = TargetFields(
+        name=name,
+        version=version,
+        channels={channel: Release(rollout=100)},
+        profiles=tuple(profiles),
+        runtime="",
+        manifest_sha256=manifest_sha256,
+    )
+    with repository.locked():
+        root_md, timestamp, snapshot, targets = repository.published()
+        repository.add_target_file(path, staged, sha256)
+        targets.signed.targets[path] = TargetFile(
+            length=len(data),
+            hashes={"sha256": sha256},
+            path=path,
+            unrecognized_fields={"custom": fields.to_custom()},
+        )
+        repository.commit(
+            root_md.signed, timestamp, snapshot, targets, now=datetime.now(timezone.utc)
+        )
+    staged.unlink()
+    return path
+
+
+def bundle_tar_members(bundle: Path) -> dict[str, bytes]:
+    """The members a bundle directory packs into, by name."""
+    manifest = json.loads((bundle / MANIFEST_NAME).read_text(encoding="utf-8"))
+    names = [MANIFEST_NAME, "labels.txt"] + [a["path"] for a in manifest["artifacts"]]
+    names += [s["path"] for s in manifest["samples"]]
+    return {n: (bundle / n).read_bytes() for n in names}
+
+
+def evil_tar(bundle: Path, kind: str) -> tuple[bytes, str]:
+    """A ``.tar`` of ``bundle`` made bad in one way, and the sha256 of the manifest.json the
+    signed target will claim (the bundle's own, so only the inside is wrong).
+
+    ``kind``: ``artifact`` (one byte of the model flipped, same size), ``manifest`` (its
+    threshold changed in manifest.json), ``dotdot`` / ``absolute`` (an extra member outside
+    the bundle), ``symlink`` / ``hardlink`` (a link member), ``extra`` (a member the manifest
+    does not name), ``version`` (the manifest says another version than the target).
+    """
+    import hashlib
+    import io
+    import tarfile
+
+    members = bundle_tar_members(bundle)
+    claimed = hashlib.sha256(members[MANIFEST_NAME]).hexdigest()
+    manifest = json.loads(members[MANIFEST_NAME])
+    artifact = manifest["artifacts"][0]["path"]
+    links: list[tarfile.TarInfo] = []
+    if kind == "artifact":
+        data = bytearray(members[artifact])
+        data[len(data) // 2] ^= 0xFF
+        members[artifact] = bytes(data)
+    elif kind in ("manifest", "version"):
+        if kind == "manifest":
+            # A valid change (lower confidence threshold) that only the signed sha256 reveals.
+            manifest.setdefault("thresholds", {})["default"] = 0.0123
+        else:
+            manifest["version"] += 1
+        members[MANIFEST_NAME] = json.dumps(manifest).encode()
+        if kind == "version":
+            claimed = hashlib.sha256(members[MANIFEST_NAME]).hexdigest()
+    elif kind == "dotdot":
+        members["../escape.txt"] = b"outside"
+    elif kind == "absolute":
+        members["/tmp/edge-classify-absolute.txt"] = b"outside"
+    elif kind == "extra":
+        members["extra.bin"] = b"not in the manifest"
+    elif kind in ("symlink", "hardlink"):
+        link = tarfile.TarInfo("samples/link.png")
+        link.type = tarfile.SYMTYPE if kind == "symlink" else tarfile.LNKTYPE
+        link.linkname = "/etc/passwd" if kind == "symlink" else artifact
+        links.append(link)
+    else:
+        raise ValueError(kind)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+        for link in links:
+            archive.addfile(link)
+    return buffer.getvalue(), claimed

@@ -33,6 +33,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "edge_runtime.commands.bench",
     "edge_runtime.commands.check_config",
     "edge_runtime.commands.daemon",
+    "edge_runtime.commands.update",
     "edge_runtime.commands.doctor",
 )
 
@@ -43,6 +44,8 @@ examples:
   edge-runtime classify photo.jpg --model model.tflite --top-k 5 --json
   edge-runtime bench --model models/traffic-signs --frames 200
   edge-runtime daemon --config /etc/edge-runtime/config.toml
+  edge-runtime update --config /etc/edge-runtime/config.toml
+  edge-runtime models list --config /etc/edge-runtime/config.toml
   edge-runtime doctor --config /etc/edge-runtime/config.toml
 """
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import sys
 from typing import Any
+
+log = logging.getLogger("edge_runtime.run")
 
 EXAMPLES = """\
 examples:
@@ -198,11 +201,25 @@ def config_from_args(args: argparse.Namespace) -> Any:
         if "label" in reject:
             gpio["label"] = reject["label"]
     _verify_flag_outputs(outputs, flag_outputs)
-    if not merged.get("model", {}).get("path"):
+    if not merged.get("model", {}).get("path") and not merged.get("update"):
         raise ConfigError("no model: give --model (a bundle, .tflite or .onnx) or a --config file")
     if not merged.get("source", {}).get("uri"):
         raise ConfigError("no source: give --source URI (e.g. camera:0, synthetic:traffic-signs)")
     return parse_config(merged, where=args.config or "options")
+
+
+def serve_from_update_store(config: Any) -> Any:
+    """``config`` with ``[model] path`` set to the model its ``[update]`` store serves
+    (installing the newest eligible version first when the store is empty).
+
+    Raises:
+        OtaError: nothing to serve and nothing could be installed.
+    """
+    from edge_runtime.ota.agent import agent_for_config, model_to_serve
+
+    path, where = model_to_serve(config, agent_for_config(config))
+    log.info("serving %s from %s", path, where)
+    return config.model_copy(update={"model": config.model.model_copy(update={"path": path})})
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -223,6 +240,8 @@ def run_command(args: argparse.Namespace) -> int:
     from edge_runtime.wiring import build_pipeline
 
     config = config_from_args(args)
+    if config.update is not None and args.model is None:
+        config = serve_from_update_store(config)
     status = RuntimeStatus()
     with contextlib.ExitStack() as stack:
         if config.outputs.http:

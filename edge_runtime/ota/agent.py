@@ -474,4 +474,57 @@ def summary(state: StoreState) -> dict[str, Any]:
     }
 
 
-__all__ = ["STAGES", "CheckResult", "UpdateAgent", "summary"]
+
+
+
+def agent_for_config(config: Any, **options: Any) -> UpdateAgent:
+    """The agent for a runtime config's ``[update]`` section, on this device: its profile is
+    ``[model] profile`` or the detected one, its runtime this one.
+
+    Raises:
+        ConfigError: the config has no ``[update]`` section, or its profile is unknown.
+    """
+    from devices import profile_for_this_device
+    from edge_runtime import __version__
+    from edge_runtime.errors import ConfigError
+    from edge_runtime.model import resolve_profile
+
+    if config.update is None:
+        raise ConfigError("update: this config has no [update] section (see docs/updates.md)")
+    configured = config.model.profile
+    profile = profile_for_this_device() if configured is None else resolve_profile(configured)
+    options.setdefault("backend", config.model.backend)
+    return UpdateAgent(
+        config.update,
+        profile=None if profile is None else profile.name,
+        runtime_version=__version__,
+        **options,
+    )
+
+
+def model_to_serve(config: Any, agent: UpdateAgent) -> tuple[str, str]:
+    """The model a config with ``[update]`` serves, and where it comes from: the store's
+    active slot; else ``[model] path`` (the factory model); else the newest eligible version,
+    installed now.
+
+    Raises:
+        OtaError: the store is empty, there is no ``[model] path``, and nothing could be
+            installed (the reason says why).
+    """
+    agent.recover()
+    active = agent.store.active_path()
+    if active is not None:
+        return str(active), "the update store's active slot"
+    if config.model.path is not None:
+        return str(config.model.path), "[model] path (no update installed yet)"
+    log.info("update: the store is empty and [model] path is not set: installing a model first")
+    result = agent.check()
+    active = agent.store.active_path()
+    if active is None:
+        raise StoreError(
+            f"no model to serve: the update store is empty and {result.detail}; set [model] "
+            "path to a factory model, or publish a version this device may take"
+        )
+    return str(active), "the update store's active slot (installed at start-up)"
+
+__all__ = ["STAGES", "CheckResult", "UpdateAgent", "agent_for_config", "model_to_serve", "summary"]

@@ -144,6 +144,8 @@ class Daemon:
         signals: bool = True,
         configure_logging: bool = True,
         log_format: logs.LogFormat | None = None,
+        update_agent: Callable[[RuntimeConfig], Any] | None = None,
+        update_poll_s: float = 1.0,
     ) -> None:
         self.config_path = os.fspath(config_path)
         self.environ = os.environ if environ is None else environ
@@ -178,6 +180,10 @@ class Daemon:
         self._fallback: tuple[RuntimeConfig, ServingModel] | None = None
         self._last_status_at: float | None = None
         self._problems: logging.Handler | None = None
+        self._make_agent = update_agent
+        self._update_poll_s = update_poll_s
+        self.updates: Any = None  # the UpdateWorker when [update] is set
+        self._agent: Any = None
 
     # -- control (any thread) -----------------------------------------------------------------
     def stop(self) -> None:
@@ -234,7 +240,83 @@ class Daemon:
     def _parse_config(self) -> RuntimeConfig:
         config = load_config(self.config_path)
         verify_update_section(config)
+        if config.update is not None:
+            config = self._serve_from_store(config)
         return service_config(config)
+
+    def _serve_from_store(self, config: RuntimeConfig) -> RuntimeConfig:
+        """``config`` with ``[model] path`` set to what the update store serves. At start-up:
+        recover the store, judge a probation that a restart interrupted (a crash loop, a
+        watchdog restart: rolled back before anything loads), and install a first model into
+        an empty store without ``[model] path``. Changes to ``[update]`` take effect on restart.
+        """
+        from edge_runtime.ota.agent import agent_for_config, model_to_serve
+
+        assert config.update is not None
+        if self._agent is None:
+            self._agent = (self._make_agent or agent_for_config)(config)
+            decision = self._agent.start_probation()
+            if decision is not None and decision.verdict == "rollback":
+                log.error("update: rolling back at start-up: %s", decision.reason)
+                self._agent.rollback(decision.reason)
+            if self._agent.store.active_path() is None and config.model.path is None:
+                section = config.update
+                self.notifier.extend_timeout(section.smoke_timeout_s + section.max_download_s)
+            path: str | None
+            path, where = model_to_serve(config, self._agent)
+        else:
+            active = self._agent.store.active_path()
+            path, where = (str(active), "the store") if active else (config.model.path, "")
+        log.info("serving %s from %s", path, where)
+        model = config.model.model_copy(update={"path": path})
+        return config.model_copy(update={"model": model})
+
+    def serving_path(self) -> str | None:
+        """The model path of the configuration now serving."""
+        config = self.config
+        return None if config is None else config.model.path
+
+    def load_model_at(self, path: str) -> ServingModel:
+        """The serving configuration's model, loaded from ``path`` instead (not swapped in).
+
+        Raises:
+            EdgeRuntimeError: it does not load.
+        """
+        config, pipeline = self.config, self.pipeline
+        if config is None or pipeline is None:
+            raise ConfigError("the daemon is still starting")
+        changed = config.model_copy(
+            update={"model": config.model.model_copy(update={"path": path})}
+        )
+        return self._load_model(changed, stills=pipeline.source.stills)
+
+    def swap_model_path(self, path: str, detail: str) -> None:
+        """Serve the model at ``path`` from the next frame on, as a reload that changes the
+        model does (the old model finishes its frames, then closes); recorded in the reload
+        history. A model on probation is wrapped to be counted.
+
+        Raises:
+            EdgeRuntimeError: the model does not load (nothing changes).
+        """
+        with self._reload_lock:
+            config, pipeline = self.config, self.pipeline
+            if config is None or pipeline is None:
+                raise ConfigError("the daemon is still starting")
+            new = config.model_copy(
+                update={"model": config.model.model_copy(update={"path": path})}
+            )
+            fresh = self._wrap(self._load_model(new, stills=pipeline.source.stills), path)
+            pipeline.swap_model(fresh.model, fresh.postprocessor, close_old=True)
+            with self._lock:
+                self.serving, self.config = fresh, new
+            self._publish_service()
+            self._record("applied", detail, ("model.path",))
+
+    def _wrap(self, serving: ServingModel, path: str | None) -> ServingModel:
+        if self.updates is None or path is None:
+            return serving
+        wrapped: ServingModel = self.updates.wrap(serving, path)
+        return wrapped
 
     def run(self) -> int:
         """Run until stopped or the source ends; 0 then.
@@ -276,6 +358,8 @@ class Daemon:
             self._publish_service()
             with self._lock:
                 self.pipeline = self._start(config)
+            if self.updates is not None:
+                self.updates.start()
             self._serve()
         finally:
             stack.close()
@@ -310,6 +394,12 @@ class Daemon:
         except EdgeRuntimeError as exc:
             self._fail_safe_outputs(config, f"the model failed to load: {exc}")
             raise
+        if self._agent is not None:
+            from edge_runtime.service.updates import UpdateWorker
+
+            self.updates = UpdateWorker(self, self._agent, clock=self._clock,
+                                        poll_s=self._update_poll_s)
+            serving = self._wrap(serving, config.model.path)
         self.serving = serving
         self._publish_service()
         return self._pipeline(config, serving)
@@ -444,6 +534,8 @@ class Daemon:
         new_model = any(key.startswith(_MODEL_PREFIXES) for key in changed)
         restart = any(key.startswith(_RESTART_PREFIXES) for key in changed)
         fresh = self._load_model(new, stills=stills) if new_model else None
+        if fresh is not None:
+            fresh = self._wrap(fresh, new.model.path)
         try:
             if fresh is None:
                 postprocessor = postprocessor_for(serving.model, new.postprocess, stills=stills)
@@ -588,6 +680,8 @@ class Daemon:
         thread = self._reload_thread
         if thread is not None:
             thread.join(timeout=5.0)
+        if self.updates is not None:
+            self.updates.stop()
         if self.supervisor is not None:
             self.supervisor.close()
         self.status.remove_observer(self._on_frame)

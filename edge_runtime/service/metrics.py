@@ -102,7 +102,55 @@ class _StatusCollector:
             for outcome, count in service["reload_counts"].items():
                 reloads.add_metric([str(outcome)], count)
             yield reloads
+        yield from self._update_metrics(snapshot.get("update"))
         yield from self._board_metrics()
+
+    def _update_metrics(self, update: Any) -> Iterator[Any]:
+        """Over-the-air update state (``/status`` ``update``), when updates are configured."""
+        if not isinstance(update, Mapping):
+            return
+        core = self._core
+        for key, help_text in (
+            ("active", "version of the model the update store serves (0: none)"),
+            ("previous", "version kept for rollback (0: none)"),
+            ("pending", "version being installed (0: none)"),
+        ):
+            slot = update.get(key)
+            version = slot.get("version", 0) if isinstance(slot, Mapping) else 0
+            yield core.GaugeMetricFamily(
+                f"{PREFIX}_update_{key}_version", help_text, value=float(version)
+            )
+        probation = update.get("probation")
+        yield core.GaugeMetricFamily(
+            f"{PREFIX}_update_probation",
+            "1 while a newly installed model is on probation",
+            value=float(isinstance(probation, Mapping)),
+        )
+        failed = core.GaugeMetricFamily(
+            f"{PREFIX}_update_failed",
+            "versions that failed here and are never installed again",
+            labels=["version"],
+        )
+        for version in update.get("failed") or {}:
+            failed.add_metric([str(version)], 1.0)
+        yield failed
+        yield core.GaugeMetricFamily(
+            f"{PREFIX}_update_error",
+            "1 when the last update check or install failed (see /status update.last_error)",
+            value=float(bool(update.get("last_error"))),
+        )
+        checks = update.get("checks")
+        if isinstance(checks, Mapping):
+            counter = core.CounterMetricFamily(
+                f"{PREFIX}_update_checks", "update checks by outcome", labels=["outcome"]
+            )
+            for outcome, count in checks.items():
+                counter.add_metric([str(outcome)], count)
+            yield counter
+        if isinstance(update.get("rollbacks"), int):
+            yield core.CounterMetricFamily(
+                f"{PREFIX}_update_rollbacks", "automatic rollbacks", value=update["rollbacks"]
+            )
 
     def _board_metrics(self) -> Iterator[Any]:
         if self._board is None:

@@ -384,3 +384,26 @@ def evil_tar(bundle: Path, kind: str) -> tuple[bytes, str]:
         for link in links:
             archive.addfile(link)
     return buffer.getvalue(), claimed
+
+
+@contextlib.contextmanager
+def edge_export_serve(repo: TufRepo, max_requests: int = 2000) -> Iterator[str]:
+    """``edge-export serve REPO --port 0`` in a subprocess (bounded); yields its base URL."""
+    import re
+    import subprocess
+    import sys
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "exporter.cli", "serve", str(repo.path), "--port", "0",
+         "--quiet", "--max-requests", str(max_requests)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        match = re.search(r"at (http://127\.0\.0\.1:\d+/)", line)
+        assert match, f"edge-export serve printed {line!r}"
+        yield match.group(1)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tuf.api import exceptions as tuf_exceptions
+import tuf.api.exceptions as tuf_exceptions
 from tuf.ngclient import FetcherInterface, Updater, UpdaterConfig
 
 from edge_runtime.fsutil import atomic_write

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import unquote, urlparse
 
-from tuf.api import exceptions as tuf_exceptions
+import tuf.api.exceptions as tuf_exceptions
 from tuf.ngclient import FetcherInterface, Urllib3Fetcher
 
 #: bytes read from a file:// repository at a time

@@ -248,6 +248,27 @@ def check_model(config: Any, smoke: Callable[..., Any] | None = None) -> list[Fi
     from edge_runtime.errors import EdgeRuntimeError
 
     section = config.model
+    if section.path is None and config.update is not None:
+        # The update store's active model serves: check that one (no network here).
+        from edge_runtime.ota.errors import OtaError
+        from edge_runtime.ota.store import ModelStore
+
+        try:
+            active = ModelStore(config.update.store).active_path()
+        except OtaError as exc:
+            return [Finding("model", "problem", exc.reason, "see docs/updates.md")]
+        if active is None:
+            return [
+                Finding(
+                    "model",
+                    "info",
+                    f"no model installed yet in the update store {config.update.store}",
+                    "the daemon installs the newest eligible version when it starts",
+                )
+            ]
+        model = section.model_copy(update={"path": str(active)})
+        config = config.model_copy(update={"model": model})
+        section = config.model
     try:
         from edge_runtime.model import model_kind
 

@@ -292,3 +292,19 @@ def test_a_disk_that_fills_up_while_unpacking(
     assert device.state().failed == {}  # not the release's fault: tried again
     assert "store is full" in (device.state().last_error or "")
     assert device.check().version == 2
+
+
+def test_doctor_checks_the_store_model_when_no_path_is_set(
+    repo: TufRepo, tmp_path: Path
+) -> None:
+    from edge_runtime.config import parse_config
+    from edge_runtime.doctor import check_model
+
+    fields = section(repo, tmp_path).model_dump()
+    config = parse_config({"source": {"uri": "synthetic:traffic-signs"}, "update": fields})
+    (empty,) = check_model(config)
+    assert empty.level == "info" and "no model installed yet" in empty.detail
+    agent(repo, tmp_path).check()
+    findings = check_model(config)
+    assert [f.level for f in findings] == ["ok"], findings
+    assert "slots/v1" in findings[0].detail or "traffic-signs" in findings[0].detail

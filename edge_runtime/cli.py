@@ -30,6 +30,7 @@ from edge_runtime.terminal import PrintableFormatter, printable
 COMMAND_MODULES: tuple[str, ...] = (
     "edge_runtime.commands.run",
     "edge_runtime.commands.classify",
+    "edge_runtime.commands.snap",
     "edge_runtime.commands.bench",
     "edge_runtime.commands.check_config",
     "edge_runtime.commands.daemon",
@@ -42,6 +43,7 @@ examples:
   edge-runtime run --model models/traffic-signs --source synthetic:traffic-signs --max-frames 300
   edge-runtime run --model bundle/ --source camera:0 --http 0.0.0.0:8080
   edge-runtime classify photo.jpg --model model.tflite --top-k 5 --json
+  edge-runtime snap --source camera:0 --model models/traffic-signs --out snap.jpg --show
   edge-runtime bench --model models/traffic-signs --frames 200
   edge-runtime daemon --config /etc/edge-runtime/config.toml
   edge-runtime update --config /etc/edge-runtime/config.toml

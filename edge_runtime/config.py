@@ -192,6 +192,8 @@ class PostprocessSection(_Section):
             debounce=default_debounce(stills) if self.debounce is None else self.debounce,
             allow=tuple(self.allow),
             deny=tuple(self.deny),
+            # Unrelated pictures, decided as they are: each its own decision and announcement.
+            independent=stills and self.debounce is None and self.smoothing == "none",
         )
 
 

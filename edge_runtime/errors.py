@@ -44,6 +44,10 @@ class SinkError(EdgeRuntimeError):
     """A result sink cannot be opened."""
 
 
+class OutputError(EdgeRuntimeError):
+    """A result cannot be written or shown: an image file, a window where there is no display."""
+
+
 class OutputClosedError(SinkError):
     """A sink's output has no reader any more (standard output piped into ``head``, which has
     exited): nothing more can be delivered there, so the run ends, as Unix tools do."""

@@ -92,6 +92,11 @@ class Prediction:
     event: bool = False
     latency_ms: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def unknown(self) -> bool:
+        """True when no class was confident enough (``label == "unknown"``)."""
+        return self.label == UNKNOWN
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, as the jsonl, HTTP, MQTT and webhook sinks send it."""
         return {

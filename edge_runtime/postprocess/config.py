@@ -44,6 +44,9 @@ class PostprocessConfig:
     :data:`STREAM_DEBOUNCE`, which the runtime configuration picks for one).
     ``announce_unknown``: fire an event when ``unknown`` becomes the label too.
     ``allow`` / ``deny``: class names that may / may not be reported.
+    ``independent``: every frame is its own decision (unrelated still images): nothing carries
+    over from one frame to the next, so every confident frame is announced, even when the
+    image before it showed the same class.
 
     Raises (constructor):
         ConfigError: an unknown activation or smoothing, or a count below 1.
@@ -59,6 +62,7 @@ class PostprocessConfig:
     announce_unknown: bool = False
     allow: tuple[str, ...] = ()
     deny: tuple[str, ...] = ()
+    independent: bool = False
 
     def __post_init__(self) -> None:
         check_activation(self.activation)

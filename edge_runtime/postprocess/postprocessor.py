@@ -103,6 +103,8 @@ class Postprocessor:
             ConfigError: the row's size differs from the number of labels.
         """
         probabilities = self.probabilities(row)
+        if self.config.independent:
+            self.reset()
         top = self.top(probabilities)
         if self._ema is not None:
             smoothed = self._ema.update(probabilities)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import abc
 import dataclasses
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from edge_runtime.errors import SourceError
 from edge_runtime.redaction import redact
 from edge_runtime.types import Frame
 
@@ -61,6 +63,9 @@ class Source(abc.ABC):
     _shown: str = ""
     live: bool = False
     stills: bool = False
+    #: frames a device may hand over from before anyone asked (a V4L2 driver's queue, filled
+    #: while the camera was opened): :meth:`snapshot` skips this many after opening
+    stale_frames: int = 0
     Options: ClassVar[type[SourceOptions]] = SourceOptions
 
     def __init__(self) -> None:
@@ -95,6 +100,42 @@ class Source(abc.ABC):
 
     def close(self) -> None:
         """Stop capturing and release the device. Safe to call twice."""
+
+    def snapshot(self, timeout: float = 10.0) -> Frame:
+        """One fresh frame, opening the source first if needed.
+
+        A live source (camera, stream) returns a frame captured after the call, never one
+        waiting in its latest-frame slot, nor one of the first ``stale_frames`` after opening
+        (a V4L2 driver hands out frames queued before it was asked); a file source returns its
+        next frame. ``frame.image`` is the RGB uint8 picture::
+
+            with open_source("camera:0") as camera:
+                frame = camera.snapshot()
+                print(frame.image.shape)  # (480, 640, 3)
+
+        Raises:
+            SourceError: the source cannot be opened, has no frame left, or delivered no fresh
+                frame within ``timeout`` seconds.
+        """
+        self.open()
+        if not self.live:
+            frame = self.read(timeout)
+            if frame is None:
+                raise SourceError(f"{self.uri}: no frame left to take")
+            return frame
+        asked = time.monotonic()
+        deadline = asked + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise SourceError(f"{self.uri}: no fresh frame within {timeout:g} s")
+            frame = self.read(timeout=remaining)
+            if frame is None:
+                if self.ended:
+                    raise SourceError(f"{self.uri}: the stream ended before a fresh frame")
+                continue
+            if frame.timestamp >= asked and frame.index >= self.stale_frames:
+                return frame
 
     @property
     def ended(self) -> bool:

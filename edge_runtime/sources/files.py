@@ -143,7 +143,8 @@ class ImageFilesSource(Source):
                 image=image,
                 index=self._index,
                 timestamp=time.monotonic(),
-                source=self.uri,
+                # Each result names its own image, not the folder or glob it came from.
+                source=str(path),
                 truth=path.parent.name if self.truth_from_folder else None,
                 meta={"path": str(path)},
             )

@@ -168,6 +168,12 @@ class CameraOptions(CaptureOptions):
     buffer_size: int | None = Field(
         1, ge=1, description="Driver queue length; 1 keeps the latency low."
     )
+    stale_frames: int = Field(
+        4,
+        ge=0,
+        description="Frames a snapshot skips after the camera opens: V4L2 drivers hand out "
+        "frames queued (and exposed) before anyone asked; OpenCV queues 4.",
+    )
 
 
 class OpenCVCameraSource(OpenCVCaptureSource):
@@ -175,7 +181,8 @@ class OpenCVCameraSource(OpenCVCaptureSource):
 
     Options: ``width``, ``height``, ``fps`` (requested from the driver; cameras round them to a
     mode they support), ``fourcc`` (``MJPG`` lets most USB cameras deliver full frame rates at
-    higher resolutions), ``buffer_size`` (driver queue length; 1 keeps latency low), plus the
+    higher resolutions), ``buffer_size`` (driver queue length; 1 keeps latency low),
+    ``stale_frames`` (frames :meth:`snapshot` skips after opening), plus the
     ``OpenCVCaptureSource`` options.
     """
 
@@ -190,9 +197,11 @@ class OpenCVCameraSource(OpenCVCaptureSource):
         fps: float | None = None,
         fourcc: str | None = None,
         buffer_size: int | None = 1,
+        stale_frames: int = 4,
         **options: Any,
     ) -> None:
         super().__init__(uri.split("?", 1)[0], **options)
+        self.stale_frames = stale_frames
         self.device, self.api = parse_camera_uri(uri)
         self.width, self.height, self.fps = width, height, fps
         self.fourcc = fourcc_code(fourcc) if fourcc else None

@@ -18,29 +18,14 @@ from __future__ import annotations
 
 import importlib
 from importlib import metadata as _metadata
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 try:
     __version__ = _metadata.version("edge-classify")
 except _metadata.PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0+unknown"
 
-if TYPE_CHECKING:  # what editors and type checkers see; at run time __getattr__ imports them
-    from edge_runtime.api import AnnotatedImage, Model, annotate, load_model, open_source
-    from edge_runtime.errors import (
-        BackendError,
-        BundleError,
-        ConfigError,
-        EdgeRuntimeError,
-        MissingDependencyError,
-        ModelError,
-        OutputError,
-        PreprocessError,
-        SourceError,
-        UnknownComponentError,
-    )
-    from edge_runtime.sources.base import Source
-    from edge_runtime.types import Classification, Frame, Prediction
+# Editors and type checkers read the names' types from __init__.pyi.
 
 #: public name -> the module that defines it
 _LAZY: dict[str, str] = {

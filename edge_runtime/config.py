@@ -436,6 +436,26 @@ class RuntimeConfig(_Section):
         None, description="Over-the-air model updates from a TUF repository (see UpdateConfig)."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _collect_section(cls, data: Any) -> Any:
+        # `[collect]` is the field-data sink's table written as its own section; a command
+        # line's --collect (in [outputs]) wins over the file's.
+        if not isinstance(data, Mapping) or "collect" not in data:
+            return data
+        data = dict(data)
+        section = data.pop("collect")
+        outputs = dict(data.get("outputs") or {})
+        config = output_configs()["collect"]
+        given = expand_shorthand(config, outputs.get("collect", {}))
+        section = expand_shorthand(config, section)
+        if isinstance(section, Mapping) and isinstance(given, Mapping):
+            outputs["collect"] = {**section, **given}
+        else:
+            outputs["collect"] = section if not given else given
+        data["outputs"] = outputs
+        return data
+
     @model_validator(mode="after")
     def _verify(self) -> RuntimeConfig:
         verify_filters(self.postprocess)

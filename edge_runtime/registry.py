@@ -69,6 +69,7 @@ _ENTRIES: dict[str, dict[str, Entry]] = {
         "webhook": Entry("edge_runtime.sinks.webhook:WebhookSink", None, "HTTP POST per event"),
         "gpio": Entry("edge_runtime.sinks.gpio:GpioSink", "rpi", "drive a pin on a label"),
         "preview": Entry("edge_runtime.sinks.preview:PreviewSink", None, "annotated frames"),
+        "collect": Entry("edge_runtime.sinks.collect:CollectSink", None, "field data to review"),
     },
 }
 

@@ -45,6 +45,12 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="prefix log lines with journald priorities even when stderr is not the journal",
     )
+    parser.add_argument(
+        "--collect",
+        metavar="DIR",
+        help="save frames the model was unsure of under DIR/<label>/ for review (as [collect] "
+        "dir; kept across reloads)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -60,7 +66,13 @@ def run(args: argparse.Namespace) -> int:
     from edge_runtime.terminal import printable
 
     environ = dict(os.environ)
-    daemon = Daemon(args.config, environ=environ, log_format="journal" if args.journal else None)
+    overrides = {"outputs": {"collect": {"dir": args.collect}}} if args.collect else None
+    daemon = Daemon(
+        args.config,
+        environ=environ,
+        log_format="journal" if args.journal else None,
+        overrides=overrides,
+    )
     try:
         return daemon.run()
     except EdgeRuntimeError as exc:

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, TextIO
 
-from edge_runtime.config import RuntimeConfig, load_config
+from edge_runtime.config import RuntimeConfig, merge, parse_config, read_config_file
 from edge_runtime.errors import BundleError, ConfigError, EdgeRuntimeError, ModelError
 from edge_runtime.pipeline import Pipeline, PipelineOptions
 from edge_runtime.service import logs
@@ -126,7 +126,8 @@ class Daemon:
     ``notifier``, ``stream`` (where console sinks write), ``log_stream`` (stderr), ``clock``
     (monotonic), ``wall`` (the wall clock of the reload history), ``loader`` (the model loader,
     ``load_serving_model``), ``board`` (the SoC probe of /metrics), ``signals`` (False: no
-    signal handlers, for a daemon run on a thread), ``configure_logging``.
+    signal handlers, for a daemon run on a thread), ``configure_logging``, ``overrides`` (settings
+    laid over the file's at every load, e.g. ``{"outputs": {"collect": {"dir": D}}}``).
     """
 
     def __init__(
@@ -146,8 +147,11 @@ class Daemon:
         log_format: logs.LogFormat | None = None,
         update_agent: Callable[[RuntimeConfig], Any] | None = None,
         update_poll_s: float = 1.0,
+        overrides: Mapping[str, Any] | None = None,
     ) -> None:
         self.config_path = os.fspath(config_path)
+        #: laid over the file at every (re)load: the command line's options (--collect)
+        self.overrides: Mapping[str, Any] = dict(overrides or {})
         self.environ = os.environ if environ is None else environ
         self.notifier = notifier or Notifier(self.environ, clock=clock)
         self.stream = stream
@@ -238,7 +242,8 @@ class Daemon:
         return config
 
     def _parse_config(self) -> RuntimeConfig:
-        config = load_config(self.config_path)
+        data = merge(read_config_file(self.config_path), self.overrides)
+        config = parse_config(data, where=self.config_path)
         verify_update_section(config)
         if config.update is not None:
             config = self._serve_from_store(config)

@@ -269,7 +269,7 @@ class CollectSink(Sink):
                 "version": model.get("version"),
                 "artifact": model.get("artifact"),
             },
-            "source": prediction.source,
+            "source": prediction.source or frame.source,
             "frame": prediction.frame_index,
             "truth": prediction.truth,
             "time": _stamp(self._wall()),

@@ -1,4 +1,5 @@
-"""``edge-export dataset``: render synthetic datasets and report on image folders."""
+"""``edge-export dataset``: render synthetic datasets, report on image folders, import field
+frames."""
 
 from __future__ import annotations
 
@@ -17,6 +18,29 @@ REPORT_EXAMPLE = """\
 examples:
   edge-export dataset report data/signs
   edge-export dataset report data/gtsrb --group-pattern '^(\\d+_\\d+)_' --json
+"""
+
+
+DATASET_EXAMPLES = """\
+examples:
+  edge-export dataset synth --scenario banknotes --out data/notes --per-class 200 --size 32
+  edge-export dataset report data/notes
+  edge-export dataset report data/gtsrb --group-pattern '^(\\d+_\\d+)_' --json
+  edge-export dataset import field/ --into data/notes --label-map 'blurry=,fake=counterfeit'
+
+Each action has its own --help with more.
+"""
+
+IMPORT_EXAMPLES = """\
+examples:
+  edge-export dataset import field/ --into data/notes
+  edge-export dataset import field/ --into data/notes --label-map 'unknown=empty,blurry='
+
+field/ is what `edge-runtime run --collect field/` saved on a device, reviewed: each picture
+moved into the folder of its true class (or deleted). unknown/ is left out unless mapped; a
+FOLDER= entry drops a folder. Nothing is moved or overwritten. A dataset with train/ val/ test/
+gets each capture group into one split; a plain one gets field-<group>_... names: train with
+--group-pattern '^field-([^_]+)_' to keep each group on one side of the split.
 """
 
 
@@ -66,7 +90,10 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "dataset",
         help="render synthetic datasets, report on image folders",
-        description="Render labelled synthetic datasets and check class-per-folder datasets.",
+        description="Render labelled synthetic datasets, check class-per-folder datasets, and "
+        "import reviewed field frames into one.",
+        epilog=DATASET_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="dataset_command", metavar="ACTION")
     parser.set_defaults(handler=lambda args: _help(parser))
@@ -109,6 +136,32 @@ def register(subparsers: Any) -> None:
     report.add_argument("--json", action="store_true", help="print the report as JSON")
     report.add_argument("--quiet", action="store_true", help="no progress output")
     report.set_defaults(handler=run_report)
+
+    field = sub.add_parser(
+        "import",
+        help="merge reviewed field frames (edge-runtime --collect) into a dataset",
+        description="Copy reviewed field frames into a class-folder dataset, each capture group "
+        "kept on one side of the train/test split.",
+        epilog=IMPORT_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    field.add_argument("source", metavar="DIR", help="the collect folder, reviewed")
+    field.add_argument("--into", required=True, metavar="DATASET", help="the dataset folder")
+    field.add_argument(
+        "--label-map",
+        metavar="F=C,...",
+        help="collect folder -> dataset class, e.g. 'unknown=empty,fake=counterfeit'; "
+        "'F=' drops a folder",
+    )
+    field.add_argument(
+        "--split",
+        default="0.7,0.15,0.15",
+        metavar="TRAIN,VAL,TEST",
+        help="shares of capture groups per split where DATASET has train/ val/ test/",
+    )
+    field.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
+    field.add_argument("--json", action="store_true", help="print the summary as JSON")
+    field.set_defaults(handler=run_import)
 
 
 def _help(parser: argparse.ArgumentParser) -> int:
@@ -157,4 +210,40 @@ def run_report(args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=2))
     else:
         print(prepared.report.to_text())
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from exporter.dataset import check_fractions
+    from exporter.field import GROUP_PATTERN, import_field_frames, parse_label_map
+
+    summary = import_field_frames(
+        args.source,
+        args.into,
+        label_map=parse_label_map(args.label_map),
+        fractions=check_fractions(parse_fractions(args.split)),
+        seed=args.seed,
+    )
+    if args.json:
+        print(json.dumps(dataclasses.asdict(summary), indent=2))
+        return 0
+    classes = ", ".join(f"{label} {n}" for label, n in sorted(summary.by_class.items()))
+    print(
+        f"imported {summary.imported} frames in {summary.groups} capture groups into "
+        f"{args.into}" + (f" ({classes})" if classes else "")
+    )
+    if summary.by_split:
+        print("splits: " + ", ".join(f"{k} {v}" for k, v in summary.by_split.items()))
+    elif summary.imported:
+        print(f"train with --group-pattern '{GROUP_PATTERN}' to keep each group on one side")
+    skipped = [
+        (summary.skipped_unsorted, "in unknown/ (not reviewed; --label-map unknown=CLASS)"),
+        (summary.skipped_existing, "already in the dataset"),
+        (summary.dropped_by_map, "dropped by --label-map"),
+    ]
+    for count, why in skipped:
+        if count:
+            print(f"skipped {count} {why}")
     return 0

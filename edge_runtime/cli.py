@@ -141,12 +141,22 @@ def run_parser(
     :func:`edge_runtime.terminal.printable` (they quote labels and file names, which may hold
     terminal escape sequences) and have the credentials of URIs redacted.
     """
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # an unknown option: the subcommand's usage, not the top-level one
+        subcommand_parser(parser, args).error(f"unrecognized arguments: {' '.join(extras)}")
     log_handler = logging.StreamHandler()
-    log_handler.setFormatter(PrintableFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if args.verbose:
+        log_format = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    else:  # said as the tool says its errors: no timestamps, no module names
+        log_format = f"{parser.prog}: %(levelname)s: %(message)s"
+    log_handler.setFormatter(PrintableFormatter(log_format))
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING, handlers=[log_handler]
     )
+    if not args.verbose:
+        from edge_runtime.nativelog import quiet_native_logs
+
+        quiet_native_logs()
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()
@@ -168,6 +178,23 @@ def run_parser(
         return 0
     discard_closed_stdout()
     return code
+
+
+def subcommand_parser(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> argparse.ArgumentParser:
+    """The innermost (sub)command parser ``args`` went through (``edge-export dataset import``
+    -> that parser), for its usage line."""
+    current = parser
+    while True:
+        actions = [a for a in current._actions if isinstance(a, argparse._SubParsersAction)]
+        if not actions:
+            return current
+        chosen = getattr(args, actions[0].dest or "", None)
+        child = actions[0].choices.get(chosen) if chosen else None
+        if not isinstance(child, argparse.ArgumentParser):
+            return current
+        current = child
 
 
 def discard_closed_stdout() -> None:

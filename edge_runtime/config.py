@@ -100,8 +100,16 @@ class ModelConfig(_Section):
         description="Where auto precision caches its measured choice "
         "(default $XDG_CACHE_HOME/edge-runtime).",
     )
-    threads: int | None = Field(None, ge=0, description="Inference threads; 0 = all cores.")
+    threads: int | None = Field(None, description="Inference threads; 0 = all cores.")
     profile: str | None = Field(None, description="Device profile name or .toml; default detected.")
+
+
+    @field_validator("threads")
+    @classmethod
+    def _verify_threads(cls, value: int | None) -> int | None:
+        if value is not None and value < 0:  # as the command line's --threads says it
+            raise ValueError(f"threads must be 0 (all cores) or more, got {value}")
+        return value
 
 
 class SourceConfig(_Section):
@@ -571,10 +579,12 @@ def parse_config(data: dict[str, Any], where: str = "config") -> RuntimeConfig:
     Raises:
         ConfigError: unknown keys, missing sections or invalid values; the message names them.
     """
+    model = runtime_config_model()
     try:
-        return runtime_config_model().model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{where}: {describe_validation_error(exc, fallback='config')}") from exc
+        said = describe_validation_error(exc, fallback="config", plain=True, model=model)
+        raise ConfigError(f"{where}: {said}") from exc
 
 
 def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:

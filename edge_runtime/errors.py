@@ -61,8 +61,23 @@ class MissingDependencyError(EdgeRuntimeError):
         self.extra = extra
         super().__init__(
             f"{purpose} needs the Python package '{package}', which is not installed: "
-            f"pip install 'edge-classify[{extra}]'"
+            f"{install_command(extra)}"
         )
+
+
+def install_command(extra: str) -> str:
+    """How to install an extra: ``pip install -e '.[mqtt]'`` where the runtime runs from a
+    checkout (run from its folder), ``pip install 'edge-classify[mqtt]'`` elsewhere."""
+    from pathlib import Path
+
+    checkout = Path(__file__).resolve().parents[1]
+    try:
+        ours = 'name = "edge-classify"' in (checkout / "pyproject.toml").read_text("utf-8")
+    except OSError:
+        ours = False
+    if ours:
+        return f"pip install -e '.[{extra}]'"
+    return f"pip install 'edge-classify[{extra}]'"
 
 
 class UnknownComponentError(ConfigError):

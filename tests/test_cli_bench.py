@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from edge_runtime.cli import main
+from edge_runtime.errors import install_command
 
 STAGES = {"preprocess", "inference", "postprocess", "total"}
 
@@ -124,7 +125,7 @@ def test_bench_skips_a_backend_that_is_not_installed(
     code, records, err = bench(capsys, "--model", str(onnx_bundle), "--frames", "2", "--json")
     assert code == 1 and records == []
     skipped = [line for line in err.splitlines() if "skipped" in line]
-    assert len(skipped) == 2 and all("edge-classify[onnx]" in line for line in skipped)
+    assert len(skipped) == 2 and all(install_command("onnx") in line for line in skipped)
     assert "Traceback" not in err
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from edge_runtime.cli import main
+from edge_runtime.errors import install_command
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -225,7 +226,7 @@ def test_missing_backend_package(
     tiny = onnx_classifier()
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     code, _, err = run_cli(capsys, "classify", "x.jpg", "-m", str(tiny.path))
-    assert_one_clear_error(code, err, "pip install 'edge-classify[onnx]'")
+    assert_one_clear_error(code, err, install_command("onnx"))
 
 
 def test_bad_top_k(onnx_classifier: Callable[..., Any], capsys: pytest.CaptureFixture[str]) -> None:

@@ -22,6 +22,7 @@ import numpy as np
 
 from edge_runtime.backends.base import Backend, BackendOptions
 from edge_runtime.errors import BackendError, MissingDependencyError
+from edge_runtime.nativelog import filtered_native_stderr
 from edge_runtime.types import TensorSpec
 
 log = logging.getLogger(__name__)
@@ -121,8 +122,9 @@ class LiteRTBackend(Backend):
                 api.resolver_types.BUILTIN_WITHOUT_DEFAULT_DELEGATES
             )
         try:
-            self._interpreter = api.interpreter(**kwargs)
-            self._interpreter.allocate_tensors()
+            with filtered_native_stderr():  # the XNNPACK delegate announces itself on fd 2
+                self._interpreter = api.interpreter(**kwargs)
+                self._interpreter.allocate_tensors()
         except Exception as exc:
             raise BackendError(f"cannot load TFLite model {self.path}: {_first_line(exc)}") from exc
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,7 @@ examples:
   edge-runtime classify bird.bmp parrot.jpg --model mobilenet_v1_0.25_128_quant.tflite
   edge-runtime classify photos/*.jpg --model models/traffic-signs --top-k 3 --json
   edge-runtime classify sign.png --model model.onnx --labels labels.txt --backend onnxruntime
+  edge-runtime classify photos/ --model models/traffic-signs --save annotated/
 
 --json prints one object per image:
   {"image": "bird.bmp", "top": [{"index": 20, "label": "chickadee", "score": 0.51}, ...]}
@@ -97,12 +99,19 @@ def register(subparsers: Any) -> None:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files to classify")
+    parser.add_argument(
+        "images", nargs="+", metavar="IMAGE", help="image files, folders (recursive) or globs"
+    )
     add_model_arguments(parser)
     parser.add_argument(
         "--top-k", "-k", type=int, default=5, metavar="K", help="classes per image (default: 5)"
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per image")
+    parser.add_argument(
+        "--save",
+        metavar="DIR",
+        help="also write each image with its best class drawn on it into DIR",
+    )
     parser.add_argument(
         "--max-pixels",
         type=int,
@@ -138,9 +147,15 @@ def run(args: argparse.Namespace) -> int:
     if max_pixels < 1:
         raise ConfigError(f"--max-pixels must be at least 1, got {max_pixels}")
     failures = 0
+    paths, missing = _expand(args.images)
+    for problem in missing:
+        print(f"edge-runtime: error: {printable(problem)}", file=sys.stderr, flush=True)
+        failures += 1
+    if args.save:
+        _make_folder(args.save)
     with load_model_from_args(args) as model:
         shown = 0
-        for path in args.images:
+        for path in paths:
             try:
                 image = read_image(path, max_pixels=max_pixels)
             except PreprocessError as exc:
@@ -148,6 +163,8 @@ def run(args: argparse.Namespace) -> int:
                 failures += 1
                 continue
             top = model.classify(image, args.top_k)
+            if args.save:
+                failures += _save_annotated(args.save, path, image, top)
             if args.json:
                 record = {
                     "image": path,
@@ -163,3 +180,52 @@ def run(args: argparse.Namespace) -> int:
                 print(_table(path, top), flush=True)
             shown += 1
     return 1 if failures else 0
+
+
+def _expand(items: list[str]) -> tuple[list[str], list[str]]:
+    """Files for the arguments: a file as it is, a folder's or a glob's images in order (as
+    ``run`` reads them); the problems of arguments naming nothing."""
+    from edge_runtime.errors import SourceError
+    from edge_runtime.imageio import is_image_path
+    from edge_runtime.sources.files import list_image_candidates
+
+    paths: list[str] = []
+    problems: list[str] = []
+    for item in items:
+        if os.path.isfile(item):
+            paths.append(item)
+            continue
+        try:
+            found = list_image_candidates(item)
+        except SourceError as exc:
+            problems.append(str(exc))
+            continue
+        paths.extend(str(p) for p in found if is_image_path(p))
+    return paths, problems
+
+
+def _make_folder(folder: str) -> None:
+    from edge_runtime.errors import OutputError
+
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create {folder}: {exc.strerror or exc}") from None
+
+
+def _save_annotated(folder: str, path: str, image: Any, top: list[Any]) -> int:
+    """Write the annotated copy; 1 when it could not be written (said on stderr), else 0."""
+    from edge_runtime.api import annotate
+    from edge_runtime.errors import OutputError
+    from edge_runtime.terminal import printable
+    from edge_runtime.types import Prediction
+
+    best = top[0]
+    decision = Prediction(0, 0.0, best.label, best.score, tuple(top), source=path)
+    target = os.path.join(folder, os.path.splitext(os.path.basename(path))[0] + ".jpg")
+    try:
+        annotate(image, decision).save(target)
+    except OutputError as exc:
+        print(f"edge-runtime: error: {printable(exc)}", file=sys.stderr, flush=True)
+        return 1
+    return 0

@@ -257,6 +257,12 @@ def run_command(args: argparse.Namespace) -> int:
                 f"edge-runtime: {name}{version} [{info.get('artifact', '')} on "
                 f"{info.get('backend', '?')}] <- {redact(config.source.uri)}"
             )
+            decisions = getattr(pipeline.postprocessor, "config", None)
+            if decisions is not None and not (
+                decisions.threshold or decisions.per_class_thresholds
+            ):
+                # A bare model carries no threshold: every frame gets its best class.
+                banner += "  (no threshold: never 'unknown'; --threshold T sets one)"
             print(printable(banner), flush=True)
         with stop_on_signals(pipeline):
             summary = pipeline.run()

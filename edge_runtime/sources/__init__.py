@@ -11,13 +11,14 @@ and its line in :mod:`edge_runtime.registry`.
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 from pydantic import ValidationError
 
@@ -107,7 +108,42 @@ def parse_source_uri(uri: str) -> tuple[str, str, dict[str, Any]]:
     if kind in _QUERY_SCHEMES and "?" in uri:
         uri, _, query = uri.partition("?")
         options = {key: _coerce(value) for key, value in parse_qsl(query, keep_blank_values=True)}
+    elif kind in _URL_SCHEMES and "?" in uri:
+        uri, options = _split_url_options(kind, uri)
     return kind, uri, options
+
+
+# URLs whose query string belongs to the camera (rtsp://cam/live?channel=1): our options are
+# taken out of it by name, the camera's own parameters stay.
+_URL_SCHEMES = frozenset({"rtsp", "http", "https"})
+
+
+def _split_url_options(kind: str, uri: str) -> tuple[str, dict[str, Any]]:
+    """``rtsp://cam/live?channel=1&open_timeout_s=2`` -> (``rtsp://cam/live?channel=1``,
+    ``{"open_timeout_s": 2}``).
+
+    Raises:
+        ConfigError: a parameter that looks like a misspelt option of ours (``open_timout_s``).
+    """
+    base, _, rest = uri.partition("?")
+    query, hash_mark, fragment = rest.partition("#")
+    declared = options_model(kind).model_fields
+    kept: list[str] = []
+    options: dict[str, Any] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key in declared:
+            options[key] = _coerce(value)
+            continue
+        close = difflib.get_close_matches(key, declared, n=1, cutoff=0.8)
+        if close or key.endswith("_s"):
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise ConfigError(
+                f"unknown option {key} for a {kind} source{hint} "
+                f"(known: {', '.join(sorted(declared))})"
+            )
+        kept.append(urlencode({key: value}))
+    clean = base + ("?" + "&".join(kept) if kept else "") + (hash_mark + fragment)
+    return clean, options
 
 
 def scheme_kind(uri: str) -> str | None:
@@ -172,7 +208,8 @@ def check_options(kind: str, options: Mapping[str, Any]) -> dict[str, Any]:
         validated = cls.Options.model_validate({k: v for k, v in options.items() if k in declared})
     except ValidationError as exc:
         raise ConfigError(
-            f"bad option for a {kind} source: {describe_validation_error(exc)}"
+            f"bad option for a {kind} source: "
+            f"{describe_validation_error(exc, plain=True, model=cls.Options)}"
         ) from None
     passed = {k: v for k, v in options.items() if k not in declared}
     return {**passed, **validated.model_dump(exclude_unset=True)}

@@ -83,7 +83,40 @@ class NetworkStreamSource(OpenCVCaptureSource):
         return [f"{self.uri}: whether the stream answers is checked when it is opened"]
 
     def _unreachable(self) -> str:
+        parts = urlsplit(self.location)
+        port = _port(parts)
+        why = _probe(parts.hostname or "", port, min(self.open_timeout_s, 2.0))
+        if why is not None:
+            return f"cannot open stream {self.uri}: {why}"
         return (
-            f"cannot open stream {self.uri}: no answer within {self.open_timeout_s:g} s, wrong "
-            "address or credentials, or not a video stream"
+            f"cannot open stream {self.uri}: no video from {parts.hostname}:{port} within "
+            f"{self.open_timeout_s:g} s: wrong path or credentials, or not a video stream"
         )
+
+
+_DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "http": 80, "https": 443}
+
+
+def _port(parts: Any) -> int:
+    try:
+        return int(parts.port or _DEFAULT_PORTS.get(parts.scheme, 554))
+    except ValueError:
+        return _DEFAULT_PORTS.get(parts.scheme, 554)
+
+
+def _probe(host: str, port: int, timeout: float) -> str | None:
+    """Why a TCP connection to the camera fails, in words, or None when it connects (then the
+    stream itself is what OpenCV could not read)."""
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except ConnectionRefusedError:
+        return f"{host}:{port} refused the connection (nothing listens there: wrong port?)"
+    except socket.gaierror:
+        return f"unknown host {host}"
+    except TimeoutError:
+        return f"no answer from {host}:{port} within {timeout:g} s"
+    except OSError as exc:
+        return f"cannot reach {host}:{port}: {exc.strerror or exc}"

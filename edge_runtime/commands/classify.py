@@ -147,13 +147,13 @@ def run(args: argparse.Namespace) -> int:
     if max_pixels < 1:
         raise ConfigError(f"--max-pixels must be at least 1, got {max_pixels}")
     failures = 0
-    paths, missing = _expand(args.images)
-    for problem in missing:
-        print(f"edge-runtime: error: {printable(problem)}", file=sys.stderr, flush=True)
-        failures += 1
     if args.save:
         _make_folder(args.save)
     with load_model_from_args(args) as model:
+        paths, missing = _expand(args.images)
+        for problem in missing:
+            print(f"edge-runtime: error: {printable(problem)}", file=sys.stderr, flush=True)
+            failures += 1
         shown = 0
         for path in paths:
             try:

@@ -68,18 +68,16 @@ class MissingDependencyError(EdgeRuntimeError):
 def install_command(extra: str) -> str:
     """How to install an extra: ``pip install -e '.[mqtt]'`` where the runtime runs from a
     checkout (run from its folder), ``pip install 'edge-classify[mqtt]'`` elsewhere."""
-    from pathlib import Path
-
-    checkout = Path(__file__).resolve().parents[1]
+    # No pathlib or os here: the pure OTA policy imports this module.
+    checkout = __file__.rsplit("/", 2)[0]
     try:
-        ours = 'name = "edge-classify"' in (checkout / "pyproject.toml").read_text("utf-8")
+        with open(f"{checkout}/pyproject.toml", encoding="utf-8") as handle:
+            ours = 'name = "edge-classify"' in handle.read()
     except OSError:
         ours = False
     if ours:
         return f"pip install -e '.[{extra}]'"
     return f"pip install 'edge-classify[{extra}]'"
-
-
 class UnknownComponentError(ConfigError):
     """A backend, source or sink was named that the runtime does not know."""
 

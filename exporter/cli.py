@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 from collections.abc import Sequence
 
@@ -57,8 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code (0 ok, 1 failure, 2 usage error)."""
-    # TensorFlow's C++ start-up chatter is not for users; keep real errors.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow's C++ start-up chatter (absl, oneDNN, CPU features) is not for users: run_parser
+    # sets TF_CPP_MIN_LOG_LEVEL before any command imports TensorFlow, unless --verbose.
     return run_parser(build_parser(), argv, (ExporterError, EdgeRuntimeError))
 
 

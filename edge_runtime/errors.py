@@ -75,9 +75,14 @@ def install_command(extra: str) -> str:
             ours = 'name = "edge-classify"' in handle.read()
     except OSError:
         ours = False
-    if ours:
-        return f"pip install -e '.[{extra}]'"
+    if ours:  # the package index's name too, for a copy of the tool taken elsewhere
+        return (
+            f"pip install -e '.[{extra}]' "
+            f"(outside a checkout: pip install 'edge-classify[{extra}]')"
+        )
     return f"pip install 'edge-classify[{extra}]'"
+
+
 class UnknownComponentError(ConfigError):
     """A backend, source or sink was named that the runtime does not know."""
 

@@ -35,7 +35,7 @@ def outputs(**section: Any) -> Any:
 
 def test_outputs_are_the_sinks_declarations() -> None:
     assert list(output_configs()) == [
-        "console", "reject", "jsonl", "mqtt", "webhook", "gpio", "preview"
+        "console", "reject", "jsonl", "mqtt", "webhook", "gpio", "preview", "collect"
     ]
     schema = runtime_config_model().model_json_schema()
     assert set(schema["$defs"]["OutputsConfig"]["properties"]) == {"http", *output_configs()}
@@ -109,12 +109,12 @@ def test_tables_give_every_setting_of_a_sink() -> None:
 @pytest.mark.parametrize(
     ("section", "message"),
     [
-        ({"slack": "https://x"}, "outputs.slack: Extra inputs are not permitted"),
-        ({"mqtt": {"url": "mqtt://b", "colour": 1}}, "outputs.mqtt.colour: Extra inputs"),
+        ({"slack": "https://x"}, "outputs.slack: unknown setting (known: collect, console,"),
+        ({"mqtt": {"url": "mqtt://b", "colour": 1}}, "outputs.mqtt.colour: unknown setting"),
         ({"mqtt": "http://b"}, "outputs.mqtt.url: 'http://b' is not an MQTT broker URL"),
         ({"mqtt": {"url": "mqtt://b", "qos": 3}}, "outputs.mqtt.qos"),
         ({"webhook": "ftp://x"}, "outputs.webhook.url: webhook URL must start with http"),
-        ({"gpio": {"pin": 17}}, "outputs.gpio.label: Field required"),
+        ({"gpio": {"pin": 17}}, "outputs.gpio.label: is missing (it is required)"),
         ({"console": "fancy"}, "outputs.console.format"),
         ({"preview": {"fps": 30}}, "outputs.preview: the preview needs a video file"),
         ({"http": "notaport"}, "outputs.http: 'notaport' is not HOST:PORT"),
@@ -277,8 +277,8 @@ def test_every_source_declares_its_options_with_the_constructors_defaults() -> N
 @pytest.mark.parametrize(
     ("source", "message"),
     [
-        ({"uri": "synthetic:banknotes", "options": {"speed": 2}}, "source.options.speed: Extra"),
-        ({"uri": "camera:0", "options": {"width": "wide"}}, "source.options.width: Input should"),
+        ({"uri": "synthetic:banknotes", "options": {"speed": 2}}, "source.options.speed: unknown"),
+        ({"uri": "camera:0", "options": {"width": "wide"}}, "source.options.width: must be a"),
         ({"uri": "csi://0", "options": {"flip": 9}}, "source.options.flip"),
         ({"uri": "synthetic:banknotes?speed=2"}, "source: unknown option speed for a synthetic"),
     ],

@@ -129,7 +129,7 @@ def test_a_refused_rtsp_connection_says_refused() -> None:
 
 
 def test_install_hints_name_the_checkout_form() -> None:
-    assert install_command("mqtt") == "pip install -e '.[mqtt]'"  # this test runs in a checkout
+    assert install_command("mqtt").startswith("pip install -e '.[mqtt]'")  # run in a checkout
 
 
 def test_dataset_help_has_examples() -> None:
@@ -197,5 +197,5 @@ def test_a_bare_model_says_no_threshold_applies(
 ) -> None:
     assert main(["run", "--model", str(imagenet_model), "--source",
                  str(imagenet_dir / "parrot.jpg")]) == 0
-    banner = capsys.readouterr().out.splitlines()[0]
-    assert "no threshold" in banner and "--threshold T" in banner
+    note = capsys.readouterr().out.splitlines()[1]
+    assert note == "edge-runtime: no threshold: never 'unknown' (--threshold T sets one)"

@@ -153,7 +153,7 @@ def test_cli_log_lines_and_error_lines_are_redacted() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 1
-    assert "edge_runtime.x: lost rtsp://admin:***@cam/live" in result.stderr
+    assert "edge-runtime: WARNING: lost rtsp://admin:***@cam/live" in result.stderr
     last = result.stderr.splitlines()[-1]
     assert last == "edge-runtime: error: cannot open rtsp://admin:***@cam/live"
     assert SECRET not in result.stderr

@@ -262,8 +262,8 @@ def run_command(args: argparse.Namespace) -> int:
                 decisions.threshold or decisions.per_class_thresholds
             ):
                 # A bare model carries no threshold: every frame gets its best class.
-                banner += "  (no threshold: never 'unknown'; --threshold T sets one)"
-            print(printable(banner), flush=True)
+                banner += "\nedge-runtime: no threshold: never 'unknown' (--threshold T sets one)"
+            print(*(printable(line) for line in banner.split("\n")), sep="\n", flush=True)
         with stop_on_signals(pipeline):
             summary = pipeline.run()
     if summary.output_closed:

@@ -253,17 +253,17 @@ def run_command(args: argparse.Namespace) -> int:
         if isinstance(console, ConsoleConfig) and console.format == "pretty":
             name = info.get("name") or info.get("path", "model")
             version = f" v{info['version']}" if info.get("version") else ""
+            decisions = getattr(pipeline.postprocessor, "config", None)
+            # A bare model carries no threshold: every frame gets its best class; say so.
+            bare = decisions is not None and not (
+                decisions.threshold or decisions.per_class_thresholds
+            )
+            note = "; no threshold: never 'unknown', --threshold T sets one" if bare else ""
             banner = (
                 f"edge-runtime: {name}{version} [{info.get('artifact', '')} on "
-                f"{info.get('backend', '?')}] <- {redact(config.source.uri)}"
+                f"{info.get('backend', '?')}{note}] <- {redact(config.source.uri)}"
             )
-            decisions = getattr(pipeline.postprocessor, "config", None)
-            if decisions is not None and not (
-                decisions.threshold or decisions.per_class_thresholds
-            ):
-                # A bare model carries no threshold: every frame gets its best class.
-                banner += "\nedge-runtime: no threshold: never 'unknown' (--threshold T sets one)"
-            print(*(printable(line) for line in banner.split("\n")), sep="\n", flush=True)
+            print(printable(banner), flush=True)
         with stop_on_signals(pipeline):
             summary = pipeline.run()
     if summary.output_closed:

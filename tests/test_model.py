@@ -28,7 +28,7 @@ from edge_runtime.errors import (
 from edge_runtime.imageio import read_image
 from edge_runtime.model import InputWriter, artifact_candidates, load_model, pixel_quantization
 from edge_runtime.postprocess import top_k
-from edge_runtime.preprocess import PreprocessSpec, prepare
+from edge_runtime.preprocess import PreprocessSpec, prepare, quantize_pixels
 from edge_runtime.types import UNKNOWN, TensorSpec
 
 # -- the third-party MobileNet -------------------------------------------------------------------
@@ -391,6 +391,25 @@ def test_input_writer_quantizes_pixel_domain_inputs() -> None:
     out = writer.write(image)
     assert out is writer.buffer and writer.write(image) is out  # one reused buffer
     np.testing.assert_array_equal(out[0, 0, 0], [10, 60, 138])  # round(p / 2 + 10)
+
+
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+def test_input_writer_shifts_int8_inputs_like_quantize_pixels(layout: str) -> None:
+    spec = PreprocessSpec(16, 16)
+    shape = (1, 16, 16, 3) if layout == "NHWC" else (1, 3, 16, 16)
+    tensor = TensorSpec("in", shape, "int8", 1.0, -128, layout)  # type: ignore[arg-type]
+    writer = InputWriter(spec, tensor)
+    assert writer.mode == "quantize"
+    image = np.random.default_rng(3).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    image[0, :4] = [[0, 127, 128], [255, 1, 254], [0, 0, 0], [255, 255, 255]]
+    out = writer.write(image)
+    expected = quantize_pixels(prepare(image, spec), np.int8, 1.0, -128)
+    if layout == "NCHW":
+        expected = expected.transpose(2, 0, 1)
+    assert out.dtype == np.int8
+    np.testing.assert_array_equal(out[0], expected)
+    black = writer.write(np.zeros((16, 16, 3), np.uint8))
+    assert np.array_equal(black[0], np.full(shape[1:], -128))
 
 
 def test_input_writer_normalizes_float_inputs_from_metadata() -> None:

@@ -260,6 +260,24 @@ def exact_area(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.tensordot(rows, wx, axes=(1, 1)).transpose(0, 2, 1)  # (height, width, 3)
 
 
+def assert_box_means(ours: np.ndarray, image: np.ndarray) -> None:
+    """``ours`` is the box mean of ``image`` rounded to the nearest level, and differs from
+    OpenCV's INTER_AREA only at ties.
+
+    Both area paths compute the sums in float32: within about 1e-5 of a level of the exact mean
+    for these sizes (sums below 2**24, relative error ~1e-7 per step), so 1e-3 is a margin of
+    100x, and a value can only round the other way when its mean is within that of x.5.
+    """
+    height, width = ours.shape[:2]
+    exact = exact_area(image, height, width)
+    assert np.abs(ours - exact).max() <= 0.5 + 1e-3
+    opencv = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    difference = np.abs(ours.astype(int) - opencv.astype(int))
+    assert difference.max() <= 1
+    ties = np.isclose(exact - np.floor(exact), 0.5, atol=1e-3)
+    assert np.all(ties[difference > 0])
+
+
 @pytest.mark.parametrize(
     ("source", "output"),
     [
@@ -272,21 +290,80 @@ def exact_area(image: np.ndarray, height: int, width: int) -> np.ndarray:
 def test_integral_area_is_correctly_rounded_and_matches_opencv(
     source: tuple[int, int], output: tuple[int, int]
 ) -> None:
-    from edge_runtime.preprocess.area import plan_for
+    from edge_runtime.preprocess.area import area_downscale, plan_for
 
     rng = np.random.default_rng(sum(source))
     image = rng.integers(0, 256, (*source, 3), dtype=np.uint8)
-    assert plan_for(*source, *output) is not None  # the integral path runs here
-    ours = prepare(image, PreprocessSpec(*output))
-    # Correctly rounded: within half a level of the exact mean (plus float32 noise), so two
-    # results can differ only where the mean is a tie (x.5) that they round apart.
-    exact = exact_area(image, *output)
-    assert np.abs(ours - exact).max() <= 0.5 + 1e-3
-    opencv = cv2.resize(image, output[::-1], interpolation=cv2.INTER_AREA)
-    difference = np.abs(ours.astype(int) - opencv.astype(int))
-    assert difference.max() <= 1
-    ties = np.isclose(exact - np.floor(exact), 0.5, atol=1e-3)
-    assert np.all(ties[difference > 0])
+    plan = plan_for(*source, *output)
+    assert plan is not None
+    ours = area_downscale(image, plan, np.empty((*output, 3), np.uint8))
+    assert_box_means(ours, image)
+
+
+@pytest.mark.parametrize(
+    ("source", "output"),
+    [
+        ((720, 1280), (96, 96)),  # 2 row residues, the default camera into the bundled models
+        ((720, 1280), (224, 224)),  # 14 residues
+        ((480, 640), (128, 128)),
+        ((1080, 1920), (160, 160)),
+        ((160, 160), (96, 96)),  # 1.7x: boxes of two rows, one of them partial
+        ((100, 100), (80, 91)),  # 1.25x: boxes with no whole row at all
+        ((97, 61), (13, 7)),  # odd sizes, 97 = 7 * 13 + 6
+        ((5, 7), (3, 2)),  # a tiny frame
+        ((470, 640), (96, 640)),  # rows only, 48 residues
+        ((64, 1280), (64, 96)),  # columns only (no row reduction)
+        ((400, 36), (12, 36)),  # whole rows per box, whole columns
+    ],
+)
+def test_separable_area_is_the_box_mean(source: tuple[int, int], output: tuple[int, int]) -> None:
+    from edge_runtime.preprocess.separable import separable_downscale, separable_plan
+
+    rng = np.random.default_rng(sum(source) + sum(output))
+    image = rng.integers(0, 256, (*source, 3), dtype=np.uint8)
+    plan = separable_plan(*source, *output)
+    assert plan is not None
+    ours = separable_downscale(image, plan, np.empty((*output, 3), np.uint8))
+    assert_box_means(ours, image)
+    # Sharp edges (the case that separates an area filter from a cascade of cheaper ones):
+    # a checkerboard of 0 and 255 with an odd cell size.
+    board = ((np.indices(source).sum(axis=0) // 3) % 2 * 255).astype(np.uint8)
+    board = np.repeat(board[..., None], 3, axis=2)
+    assert_box_means(separable_downscale(board, plan, np.empty((*output, 3), np.uint8)), board)
+    # prepare runs this path for it
+    assert np.array_equal(prepare(image, PreprocessSpec(*output)), ours)
+
+
+def test_separable_area_on_views() -> None:
+    """Row-strided views (crops) run in place; other layouts are packed first; same means."""
+    from edge_runtime.preprocess.separable import separable_downscale, separable_plan
+
+    rng = np.random.default_rng(11)
+    frame = rng.integers(0, 256, (720, 1300, 3), dtype=np.uint8)
+    plan = separable_plan(720, 640, 96, 96)
+    assert plan is not None
+    views = {
+        "crop": frame[:, 17:657],
+        "every other column": frame[:, ::2][:, :640],
+        "channels reversed": frame[:, :640, ::-1],
+        "fortran order": np.asfortranarray(frame[:, :640]),
+    }
+    for name, view in views.items():
+        ours = separable_downscale(view, plan, np.empty((96, 96, 3), np.uint8))
+        packed = np.ascontiguousarray(view)
+        assert np.array_equal(ours, separable_downscale(packed, plan, np.empty_like(ours))), name
+        assert_box_means(ours, packed)
+
+
+def test_separable_area_only_where_it_applies() -> None:
+    from edge_runtime.preprocess.separable import MAX_RESIDUES, separable_plan
+
+    assert separable_plan(720, 1280, 72, 128) is None  # whole factors: OpenCV's fast path
+    assert separable_plan(96, 96, 224, 224) is None  # an upscale
+    assert separable_plan(96, 200, 48, 224) is None  # an upscale on one axis
+    assert separable_plan(720, 1280, 299, 299) is None  # 299 residues > MAX_RESIDUES
+    assert MAX_RESIDUES < 299
+    assert separable_plan(720, 1280, 96, 96) is not None
 
 
 def test_integral_area_only_where_it_pays() -> None:

@@ -89,6 +89,9 @@ class InputWriter:
             self.scale, self.zero_point = pixel_quantization(tensor)
             plain = dtype == np.uint8 and self.scale == 1.0 and self.zero_point == 0
             self.mode = "copy" if plain else "quantize"
+            # int8 with scale 1 and zero point -128 is ``p - 128``, which in two's complement is
+            # ``p ^ 0x80``: one pass over the pixels into the tensor, no widening and clipping.
+            self._flip_sign = dtype == np.int8 and self.scale == 1.0 and self.zero_point == -128
             self._hwc = np.empty(spec.shape, dtype=dtype)
         elif dtype.kind == "f":
             self.mode = "float"
@@ -137,6 +140,9 @@ class InputWriter:
             pixels = prepare(image, self.spec, out=self._pixels)
         elif self.mode == "quantize":
             prepare(image, self.spec, out=self._pixels)
+            if self._flip_sign and not self._nchw:
+                np.bitwise_xor(self._pixels, np.uint8(0x80), out=image_slot.view(np.uint8))
+                return target
             pixels = quantize_pixels(
                 self._pixels, self._hwc.dtype, self.scale, self.zero_point, out=self._hwc
             )

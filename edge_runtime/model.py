@@ -196,9 +196,10 @@ class LoadedModel:
             BackendError: the inference failed.
         """
         probabilities = self._decoder(self.backend.run(self.prepare(image_rgb)))
+        scores = probabilities.tolist()  # Python floats: no numpy scalar per class
         return [
-            Classification(int(i), self.labels[i], float(probabilities[i]))
-            for i in _top_indices(probabilities, top_k)
+            Classification(i, self.labels[i], scores[i])
+            for i in _top_indices(probabilities, top_k).tolist()
         ]
 
     def default_postprocess_config(self, **overrides: Any) -> PostprocessConfig:
@@ -241,8 +242,18 @@ class LoadedModel:
         self.close()
 
 
+#: up to this many classes one stable sort is cheaper than top_k's partition and tie handling
+_SORT_ALL_UP_TO = 256
+
+
 def _top_indices(probabilities: np.ndarray, k: int) -> np.ndarray:
-    return top_k(probabilities, max(1, int(k)))
+    """:func:`~edge_runtime.postprocess.top_k` (best first, ties to the lower index, NaN last),
+    with one call for a model of few classes: a stable ascending sort of the negated scores keeps
+    tied classes in index order and puts NaN (negated, still NaN) last."""
+    k = max(1, int(k))
+    if probabilities.dtype.kind == "f" and probabilities.shape[0] <= _SORT_ALL_UP_TO:
+        return np.argsort(np.negative(probabilities), kind="stable")[:k]
+    return top_k(probabilities, k)
 
 
 # --------------------------------------------------------------------------------------------

@@ -555,3 +555,20 @@ def test_a_bundle_for_another_runtime_or_device_is_refused(
     pack_bundle(newer, tmp_path / "newer.tar")
     with pytest.raises(IncompatibleBundleError):
         load_model(tmp_path / "newer.tar")
+
+
+def test_classify_top_indices_match_top_k_with_ties_and_nan() -> None:
+    from edge_runtime.model import _top_indices
+    from edge_runtime.postprocess import top_k
+
+    rng = np.random.default_rng(5)
+    rows = [
+        np.array([0.1, 0.3, 0.3, np.nan, 0.3, 0.0, -0.0], np.float32),
+        np.array([np.nan] * 4, np.float32),
+        rng.integers(0, 4, 300).astype(np.float32) / 4,  # over 256 classes: top_k itself
+        rng.integers(0, 4, 14).astype(np.float64) / 4,
+        np.array([3, 1, 3, 2], np.uint8),  # a raw integer row goes through top_k
+    ]
+    for row in rows:
+        for k in (0, 1, 3, 5, 400):
+            assert _top_indices(row, k).tolist() == top_k(row, max(1, k)).tolist(), (row, k)

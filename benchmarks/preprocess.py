@@ -1,9 +1,10 @@
-"""Area downscaling through the integral image against OpenCV's INTER_AREA: time, pixels, labels.
+"""The runtime's area downscaling against OpenCV's INTER_AREA: time, pixels, labels.
 
 For camera-sized frames (rendered scenes and a real photo), in one process, interleaved:
 
-- time of ``edge_runtime.preprocess.prepare`` (which takes the integral-image path where it pays)
-  against ``cv2.resize(INTER_AREA)`` for common model input sizes;
+- time of ``edge_runtime.preprocess.prepare`` (the separable area path, or the integral image,
+  where they apply; the ``path`` column) against ``cv2.resize(INTER_AREA)`` for common model
+  input sizes;
 - the exact pixel difference between the two: largest difference, share of values that differ,
   and whether every difference is at an exact tie (a box mean of x.5 that the two round apart);
 - the bundled models' answers on 1280x720 rendered frames fed both ways: how many top-1 labels
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     from edge_runtime.model import load_model
     from edge_runtime.preprocess import PreprocessSpec, prepare
     from edge_runtime.preprocess.area import plan_for
+    from edge_runtime.preprocess.separable import separable_plan
     from edge_runtime.scenes import SceneStream
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -100,7 +102,12 @@ def main(argv: list[str] | None = None) -> int:
             stacked = np.stack(diffs)
             ours_ms = statistics.median(times["ours"]) * 1e3
             cv2_ms = statistics.median(times["cv2"]) * 1e3
-            path = "integral" if plan_for(height, width, size, size) else "cv2"
+            if separable_plan(height, width, size, size) is not None:
+                path = "separable"
+            elif plan_for(height, width, size, size) is not None:
+                path = "integral"
+            else:
+                path = "cv2"
             print(
                 f"| {width}x{height} | {size}x{size} | {path} | {ours_ms:.3f} ms | {cv2_ms:.3f} ms "
                 f"| {ours_ms / cv2_ms:.2f}x | {stacked.max()} | {np.mean(stacked > 0) * 100:.3f}% "

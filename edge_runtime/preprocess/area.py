@@ -13,7 +13,9 @@ constant). One ``cv2.integral`` pass (SIMD, a third of the cost) and a gather at
 within one level of rounding (OpenCV accumulates in float32; measured in docs/benchmarks.md).
 
 :func:`plan_for` decides when this pays: a large reduction to a small grid. Otherwise, and for
-integer factors (OpenCV's own fast path), ``cv2.resize`` runs as before.
+integer factors (OpenCV's own fast path), ``cv2.resize`` runs as before. Where the box edges
+repeat within a few outputs (most camera and model sizes), :mod:`.separable` runs instead: it
+reads the frame once and writes no integral image, about half the time again.
 """
 
 from __future__ import annotations

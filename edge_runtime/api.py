@@ -68,8 +68,9 @@ def load_model(
         ConfigError: a bad setting (an unknown profile, negative threads).
     """
     from devices import profile_for_this_device
+    from edge_runtime.artifacts import resolve_profile
     from edge_runtime.model import load_model as load
-    from edge_runtime.model import options_from_profile, resolve_profile
+    from edge_runtime.model import options_from_profile
 
     chosen = resolve_profile(profile) if profile is not None else profile_for_this_device()
     loaded = load(

@@ -409,8 +409,8 @@ def measure_isolated(
 
 def _child_main() -> int:
     """``python -m edge_runtime.autoselect``: a JSON request on stdin, the timings on stdout."""
+    from edge_runtime.artifacts import open_artifact, resolve_profile
     from edge_runtime.bundle import load_bundle
-    from edge_runtime.model import open_artifact, resolve_profile
 
     request = json.loads(sys.stdin.read())
     fields: dict[str, Any] = {

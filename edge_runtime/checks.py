@@ -171,7 +171,7 @@ def _read_labels(path: str) -> None:
 
 
 def _resolve_profile(name: str) -> None:
-    from edge_runtime.model import resolve_profile
+    from edge_runtime.artifacts import resolve_profile
 
     resolve_profile(name)
 

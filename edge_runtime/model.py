@@ -27,8 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from devices import DeviceProfile, ProfileError, load_profile, parse_profile
-from edge_runtime.backends import Backend, BackendOptions, open_backend
+from devices import DeviceProfile
+from edge_runtime.artifacts import open_first, resolve_profile
+from edge_runtime.backends import Backend, BackendOptions
 from edge_runtime.bundle import Artifact, Bundle, Thresholds, load_bundle
 from edge_runtime.bundle.archive import compressed_message, is_plain_tar
 from edge_runtime.errors import (
@@ -60,37 +61,11 @@ from edge_runtime.selection import (
     measured_order,
     options_from_profile,
 )
-from edge_runtime.tomlfile import read_toml_text
 from edge_runtime.types import Classification, TensorSpec
 
 log = logging.getLogger(__name__)
 
 MODEL_SUFFIXES = {".tflite": "tflite", ".onnx": "onnx"}
-
-
-def resolve_profile(profile: DeviceProfile | str | None) -> DeviceProfile | None:
-    """A profile object from a name, a ``.toml`` path, a profile, or None.
-
-    A path is read like a config file (:mod:`edge_runtime.tomlfile`: a regular file, size and
-    nesting capped).
-
-    Raises:
-        ConfigError: no such profile, or it is malformed.
-    """
-    if profile is None or isinstance(profile, DeviceProfile):
-        return profile
-    try:
-        if profile.endswith(".toml") or os.sep in profile:
-            text = read_toml_text(profile, "device profile")
-            try:
-                return parse_profile(Path(profile).stem, text)
-            except ProfileError:
-                raise
-            except (ValueError, RecursionError) as exc:  # an integer of over 4300 digits
-                raise ConfigError(f"device profile {profile}: {exc}") from None
-        return load_profile(profile)
-    except ProfileError as exc:
-        raise ConfigError(str(exc)) from exc
 
 
 class LoadedModel:
@@ -352,42 +327,6 @@ def load_model(
     return _load_bare_model(source, fmt, labels, backend, options, device, roi, activation)
 
 
-def _open_first(path: Path, fmt: str, candidates: list[str], options: BackendOptions) -> Backend:
-    """Open the model in the first candidate backend whose package is installed."""
-    missing: MissingDependencyError | None = None
-    for name in candidates:
-        try:
-            return open_backend(name, path, options)
-        except MissingDependencyError as exc:
-            log.info("backend %s is not installed: %s", name, exc)
-            missing = missing or exc
-    if missing is not None:
-        raise missing
-    raise ConfigError(f"no backend can run {fmt} models")  # pragma: no cover - registry edits
-
-
-def open_artifact(
-    bundle: Bundle,
-    item: Artifact,
-    backend: str,
-    options: BackendOptions,
-    profile: DeviceProfile | None,
-) -> Backend:
-    """Load one artifact of ``bundle`` in the first installed backend that can run it.
-
-    Raises:
-        MissingDependencyError: no backend for its format is installed (names the extra).
-        BackendError: the backend cannot load the file.
-        ConfigError: the named backend cannot run its format.
-    """
-    return _open_first(
-        bundle.path_of(item.path),
-        item.format,
-        backend_candidates(item.format, backend, profile),
-        options,
-    )
-
-
 def _user_labels(labels: str | os.PathLike[str] | Sequence[str]) -> tuple[list[str], str]:
     if isinstance(labels, (str, os.PathLike)):
         return read_labels(labels), str(labels)
@@ -439,7 +378,7 @@ def _load_bare_model(
     candidates = backend_candidates(fmt, backend_name, device)
     # Read what the file says about itself first: a file that is not a model fails in the backend.
     tflite_metadata = read_tflite_metadata(source) if fmt == "tflite" else None
-    backend = _open_first(source, fmt, candidates, options)
+    backend = open_first(source, fmt, candidates, options)
     try:
         metadata = tflite_metadata or parse_onnx_metadata(backend.model_metadata)
         _check_colour_input(backend, str(source))
@@ -569,7 +508,7 @@ def _load_bundle_model(
         missing: MissingDependencyError | None = None
         for item in candidates:
             try:
-                backend = _open_first(
+                backend = open_first(
                     bundle.path_of(item.path),
                     item.format,
                     backend_candidates(item.format, backend_name, device),
@@ -642,8 +581,6 @@ __all__ = [
     "artifact_candidates",
     "load_model",
     "model_kind",
-    "open_artifact",
     "options_from_profile",
     "pixel_quantization",
-    "resolve_profile",
 ]

@@ -13,8 +13,9 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from edge_runtime.artifacts import resolve_profile
 from edge_runtime.errors import ConfigError
-from edge_runtime.model import LoadedModel, load_model, options_from_profile, resolve_profile
+from edge_runtime.model import LoadedModel, load_model, options_from_profile
 from edge_runtime.postprocess import Postprocessor
 from edge_runtime.preprocess import Roi
 

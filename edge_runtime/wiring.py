@@ -13,11 +13,12 @@ import json
 from pathlib import Path
 from typing import TextIO
 
+from edge_runtime.artifacts import resolve_profile
 from edge_runtime.config import RuntimeConfig
 from edge_runtime.errors import ConfigError, UnknownComponentError
 from edge_runtime.inputfiles import describe
 from edge_runtime.labels import read_labels
-from edge_runtime.model import model_kind, resolve_profile
+from edge_runtime.model import model_kind
 from edge_runtime.pipeline import Pipeline, PipelineOptions
 from edge_runtime.preprocess import Roi
 from edge_runtime.serving import load_serving_model

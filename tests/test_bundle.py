@@ -22,6 +22,7 @@ from edge_runtime.bundle import (
     write_bundle,
 )
 from edge_runtime.errors import BundleError
+from edge_runtime.selection import select_artifact
 
 LABELS = ["stop", "yield", "no-entry"]
 
@@ -95,10 +96,10 @@ def test_round_trip(bundle_dir: Path) -> None:
 
 def test_select_artifact_follows_preference(bundle_dir: Path) -> None:
     bundle = load_bundle(bundle_dir)
-    assert bundle.select_artifact().path == "model_int8.tflite"
-    assert bundle.select_artifact(formats=["onnx"]).path == "model_fp32.onnx"
+    assert select_artifact(bundle.manifest).path == "model_int8.tflite"
+    assert select_artifact(bundle.manifest, formats=["onnx"]).path == "model_fp32.onnx"
     with pytest.raises(BundleError, match="no onnx artifact in precision int8"):
-        bundle.select_artifact(formats=["onnx"], precisions=["int8"])
+        select_artifact(bundle.manifest, formats=["onnx"], precisions=["int8"])
 
 
 def test_preprocess_spec_from_manifest(bundle_dir: Path) -> None:

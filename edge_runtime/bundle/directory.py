@@ -23,7 +23,7 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,7 +39,6 @@ from edge_runtime.bundle.manifest import (
     MAX_MANIFEST_BYTES,
     MAX_SAMPLE_BYTES,
     SCHEMA_VERSION,
-    Artifact,
     BundleManifest,
     parse_manifest,
 )
@@ -53,7 +52,6 @@ from edge_runtime.inputfiles import (
     read_limited,
 )
 from edge_runtime.labels import decode_labels
-from edge_runtime.selection import select_artifact
 
 log = logging.getLogger(__name__)
 
@@ -94,18 +92,6 @@ class Bundle:
     def path_of(self, name: str) -> Path:
         """Absolute path of a member file."""
         return self.root / name
-
-    def select_artifact(
-        self,
-        formats: Iterable[str] | None = None,
-        precisions: Iterable[str] | None = None,
-    ) -> Artifact:
-        """The first artifact in preference order: by format, then by precision.
-
-        Raises:
-            BundleError: no artifact matches.
-        """
-        return select_artifact(self.manifest, formats, precisions)
 
     def close(self) -> None:
         """Remove the unpacked copy of a ``.tar`` bundle (nothing to do for a directory).

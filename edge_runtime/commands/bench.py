@@ -227,8 +227,9 @@ def measure_live(model: Any, frames: list[Any], fps: float, count: int) -> dict[
 def auto_choice(args: argparse.Namespace, results: list[dict[str, Any]]) -> dict[str, Any] | None:
     """What ``precision = "auto"`` takes, judged on this run's inference p50 of each artifact
     (None for a bare model, or when fewer than two artifacts ran)."""
+    from edge_runtime.artifacts import resolve_profile
     from edge_runtime.bundle import load_bundle
-    from edge_runtime.model import artifact_candidates, model_kind, resolve_profile
+    from edge_runtime.model import artifact_candidates, model_kind
     from edge_runtime.selection import ArtifactTiming, choose_measured, gate_verdict
 
     timed = [r for r in results if r["model"].get("precision") is not None]

@@ -74,7 +74,8 @@ def load_model_from_args(args: argparse.Namespace, **overrides: Any) -> LoadedMo
         EdgeRuntimeError: anything :func:`edge_runtime.model.load_model` raises.
     """
     from devices import profile_for_this_device
-    from edge_runtime.model import load_model, options_from_profile, resolve_profile
+    from edge_runtime.artifacts import resolve_profile
+    from edge_runtime.model import load_model, options_from_profile
 
     profile = (
         resolve_profile(args.profile) if args.profile is not None else profile_for_this_device()

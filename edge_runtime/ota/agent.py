@@ -486,8 +486,8 @@ def agent_for_config(config: Any, **options: Any) -> UpdateAgent:
     """
     from devices import profile_for_this_device
     from edge_runtime import __version__
+    from edge_runtime.artifacts import resolve_profile
     from edge_runtime.errors import ConfigError
-    from edge_runtime.model import resolve_profile
 
     if config.update is None:
         raise ConfigError("update: this config has no [update] section (see docs/updates.md)")

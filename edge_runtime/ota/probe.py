@@ -126,8 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--backend", default="auto")
     args = parser.parse_args(argv)
 
+    from edge_runtime.artifacts import resolve_profile
     from edge_runtime.errors import EdgeRuntimeError
-    from edge_runtime.model import options_from_profile, resolve_profile
+    from edge_runtime.model import options_from_profile
     from edge_runtime.smoke import smoke_test
 
     try:

@@ -15,7 +15,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from edge_runtime.errors import EdgeRuntimeError
 from edge_runtime.ota.agent import UpdateAgent, summary
@@ -26,9 +26,28 @@ from edge_runtime.redaction import redact
 from edge_runtime.serving import ServingModel
 
 if TYPE_CHECKING:
-    from edge_runtime.service.daemon import Daemon
+    from edge_runtime.config import RuntimeConfig
+    from edge_runtime.pipeline import Pipeline
+    from edge_runtime.service.notify import Notifier
+    from edge_runtime.status import RuntimeStatus
 
 log = logging.getLogger("edge_runtime.daemon")
+
+class ServingHost(Protocol):
+    """What the update thread needs of the daemon that runs it
+    (:class:`edge_runtime.service.daemon.Daemon`)."""
+
+    notifier: Notifier
+    status: RuntimeStatus
+    config: RuntimeConfig | None
+    pipeline: Pipeline | None
+
+    def serving_path(self) -> str | None: ...
+
+    def load_model_at(self, path: str) -> ServingModel: ...
+
+    def swap_model_path(self, path: str, detail: str) -> None: ...
+
 
 #: seconds between two looks at the store and the probation counters
 POLL_S = 1.0
@@ -42,7 +61,7 @@ class UpdateWorker:
 
     def __init__(
         self,
-        daemon: Daemon,
+        daemon: ServingHost,
         agent: UpdateAgent,
         *,
         clock: Callable[[], float] = time.monotonic,

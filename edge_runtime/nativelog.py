@@ -32,6 +32,12 @@ QUIET_ENVIRONMENT = {
 NOISE = (
     re.compile(r"^INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.\s*$"),
     re.compile(r"^INFO: Initialized TensorFlow Lite runtime\.\s*$"),
+    # the TFLite converter's quantizer prints its settings from C++ on every int8 conversion
+    re.compile(
+        r"^fully_quantize: \d+, inference_type: \d+, input_inference_type: \w+, "
+        r"output_inference_type: \w+\s*$"
+    ),
+    re.compile(r"^WARNING: All log messages before absl::InitializeLog\(\) is called are written"),
 )
 
 _quiet = False

@@ -189,3 +189,33 @@ def _tiny_tflite(classes: int) -> bytes:
     x = keras.layers.GlobalAveragePooling2D()(x)
     outputs = keras.layers.Dense(classes, activation="softmax")(x)
     return convert_tflite(keras.Model(inputs, outputs), "fp32")
+
+
+@pytest.mark.tensorflow
+def test_int8_conversion_keeps_the_quantizers_settings_line_off_the_terminal(
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The quantizer prints ``fully_quantize: 0, inference_type: 6, ...`` from C++ on every int8
+    conversion; the command line (quiet unless --verbose) must not show it."""
+    import keras
+
+    from edge_runtime import nativelog
+    from exporter.export.tflite import convert_tflite
+
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Rescaling(1 / 255.0)(inputs)
+    x = keras.layers.Conv2D(4, 3, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+    calibration = np.random.default_rng(0).integers(0, 256, (4, 16, 16, 3)).astype(np.float32)
+
+    monkeypatch.setattr(nativelog, "_quiet", False)  # a Python program: the library's own
+    capfd.readouterr()
+    convert_tflite(model, "int8", calibration)
+    shown = capfd.readouterr().err
+    monkeypatch.setattr(nativelog, "_quiet", True)  # what the command lines turn on
+    convert_tflite(model, "int8", calibration)
+    quiet = capfd.readouterr().err
+    if "fully_quantize:" not in shown:
+        pytest.skip("this TensorFlow's quantizer prints no settings line")
+    assert "fully_quantize:" not in quiet

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_runtime.nativelog import filtered_native_stderr
 from exporter.errors import ExportError
 from exporter.export.metadata import ModelFacts, populate_tflite_metadata
 from exporter.quantize import configure_tflite_converter
@@ -25,9 +26,14 @@ def convert_tflite(model: Any, precision: str, calibration: np.ndarray | None = 
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     configure_tflite_converter(converter, precision, calibration)
-    # The converter saves a temporary SavedModel and prints about it; that is not for users.
+    # The converter saves a temporary SavedModel and prints about it, and its quantizer prints
+    # its settings from C++ to fd 2: neither is for users (``--verbose`` shows the fd 2 lines).
     try:
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        with (
+            contextlib.redirect_stdout(io.StringIO()),
+            warnings.catch_warnings(),
+            filtered_native_stderr(),
+        ):
             # Raised for every uint8-input model; our input statistics come from calibration.
             warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
             return bytes(converter.convert())

@@ -12,6 +12,7 @@ import pytest
 
 from edge_runtime.cli import main
 from edge_runtime.errors import install_command
+from edge_runtime.selection import TIE_TOLERANCE
 
 STAGES = {"preprocess", "inference", "postprocess", "total"}
 
@@ -82,11 +83,12 @@ def test_bench_every_artifact_of_a_bundle(
         ages = live["age_at_inference_ms"], live["age_at_decision_ms"]
         assert 0 <= ages[0]["p50"] <= ages[1]["p50"]
     # The choice precision "auto" would make here: the faster inference p50 of the two (both
-    # eligible; near-ties go to the profile's order, int8 first).
+    # eligible; within TIE_TOLERANCE of the fastest, the profile's order wins), judged
+    # on the p50s this run reports, so it holds whichever artifact this CPU runs faster.
     assert choice["auto_choice"] in {"model_fp32.onnx", "model_int8.onnx"}
     p50 = {r["model"]["artifact"]: r["latency_ms"]["inference"]["p50"] for r in runs}
     other = next(name for name in p50 if name != choice["auto_choice"])
-    assert p50[choice["auto_choice"]] <= p50[other] * 1.05
+    assert p50[choice["auto_choice"]] <= p50[other] * (1 + TIE_TOLERANCE)
     assert {row["artifact"] for row in choice["timings"]} == set(p50)
     code, records, _ = bench(
         capsys,

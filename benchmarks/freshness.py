@@ -56,26 +56,10 @@ class SleepingModel:
 def camera(fps: float) -> Any:
     import numpy as np
 
-    from edge_runtime.sources.live import Captured, LiveSource
+    from edge_runtime.sources.live import PacedFrames
 
     image = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
-
-    class Paced(LiveSource):
-        def __init__(self) -> None:
-            super().__init__("paced-camera")
-            self._next = 0.0
-
-        def _connect(self) -> None:
-            self._next = time.monotonic()
-
-        def _capture(self) -> Captured:
-            wait = self._next - time.monotonic()
-            if wait > 0:
-                self._stop.wait(wait)
-            self._next = max(self._next + 1.0 / fps, time.monotonic())
-            return Captured(image)
-
-    return Paced()
+    return PacedFrames([image], fps)
 
 
 def run(model: Any, post: Any, fps: float, frames: int, handoff: str) -> dict[str, Any]:

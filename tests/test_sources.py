@@ -668,3 +668,17 @@ def test_picamera2_missing_camera_and_missing_package(
         open_source("picamera2:0").open()
     with pytest.raises(ConfigError, match="not supported"):
         open_source("picamera2:0", pixel_format="YUV420")
+
+
+def test_paced_frames_cycle_through_their_pictures_and_refuse_nothing_to_show() -> None:
+    from edge_runtime.errors import ConfigError
+    from edge_runtime.sources.live import PacedFrames
+
+    pictures = [np.full((4, 4, 3), value, np.uint8) for value in (10, 20)]
+    camera = PacedFrames(pictures, fps=1e6)
+    taken = [int(camera._capture().image[0, 0, 0]) for _ in range(4)]
+    assert taken == [20, 10, 20, 10]
+    with pytest.raises(ConfigError):
+        PacedFrames([], fps=30)
+    with pytest.raises(ConfigError):
+        PacedFrames(pictures, fps=0)

@@ -188,29 +188,14 @@ def measure_live(model: Any, frames: list[Any], fps: float, count: int) -> dict[
     """``count`` results of the pipelined runtime fed by a camera paced at ``fps``: results per
     second and the frames' ages (capture to inference start, capture to decision)."""
     from edge_runtime.pipeline import Pipeline, PipelineOptions
-    from edge_runtime.sources.live import Captured, LiveSource
-
-    class PacedFrames(LiveSource):
-        """The bench frames as a live camera: one every 1/fps seconds, latest frame wins."""
-
-        def __init__(self) -> None:
-            super().__init__("bench-camera")
-            self._next = 0.0
-            self._taken = 0
-
-        def _connect(self) -> None:
-            self._next = time.monotonic()
-
-        def _capture(self) -> Captured:
-            wait = self._next - time.monotonic()
-            if wait > 0:
-                self._stop.wait(wait)
-            self._next = max(self._next + 1.0 / fps, time.monotonic())
-            self._taken += 1
-            return Captured(frames[self._taken % len(frames)])
+    from edge_runtime.sources.live import PacedFrames
 
     pipeline = Pipeline(
-        PacedFrames(), model, model.postprocessor(), [], options=PipelineOptions(max_frames=count)
+        PacedFrames(frames, fps, "bench-camera"),
+        model,
+        model.postprocessor(),
+        [],
+        options=PipelineOptions(max_frames=count),
     )
     summary = pipeline.run()
     latency = summary.status.get("latency_ms", {})

@@ -361,3 +361,29 @@ class LiveSource(Source):
             self._state, self._attempt_due = "streaming", None
             log.warning("%s: reconnected after %d attempts", self.uri, attempt)
             return
+
+
+class PacedFrames(LiveSource):
+    """Given pictures as a live camera: one every ``1 / fps`` seconds, cycling through
+    ``frames``, the latest frame winning as from any camera (benchmarks and ``bench``'s live
+    run: the pipeline's real slot and frame ages, without a device)."""
+
+    def __init__(self, frames: list[np.ndarray], fps: float, name: str = "paced-camera") -> None:
+        if not frames or fps <= 0:
+            raise ConfigError("a paced camera needs at least one frame and fps > 0")
+        super().__init__(name)
+        self._frames = frames
+        self._period = 1.0 / fps
+        self._next = 0.0
+        self._taken = 0
+
+    def _connect(self) -> None:
+        self._next = time.monotonic()
+
+    def _capture(self) -> Captured:
+        wait = self._next - time.monotonic()
+        if wait > 0:
+            self._stop.wait(wait)
+        self._next = max(self._next + self._period, time.monotonic())
+        self._taken += 1
+        return Captured(self._frames[self._taken % len(self._frames)])

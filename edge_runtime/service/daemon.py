@@ -314,7 +314,7 @@ class Daemon:
             pipeline.swap_model(fresh.model, fresh.postprocessor, close_old=True)
             with self._lock:
                 self.serving, self.config = fresh, new
-            self._publish_service()
+            # _record publishes: the new settings and their reload record appear in one /status
             self._record("applied", detail, ("model.path",))
 
     def _wrap(self, serving: ServingModel, path: str | None) -> ServingModel:
@@ -573,7 +573,7 @@ class Daemon:
             pipeline.swap_model(target.model, target.postprocessor, close_old=fresh is not None)
             with self._lock:
                 self.serving, self.config = target, new
-            self._publish_service()
+            # published with its reload record below, so /status never shows one without the other
             detail = "new model swapped in" if fresh is not None else "new settings swapped in"
         if notes:
             log.warning("reload: %s", "; ".join(notes))

@@ -26,12 +26,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
-from tuf.api import exceptions as tuf_exceptions
 from tuf.ngclient import FetcherInterface, Updater
 
 from edge_runtime.bundle import MANIFEST_NAME, write_bundle
+from edge_runtime.ota.fetchers import FileFetcher
 from edge_runtime.ota.policy import repository_urls
 from exporter.publish import (
     InitResult,
@@ -153,34 +152,6 @@ def make_repo(tmp_path: Path, name: str = "repo", **options: Any) -> TufRepo:
     """A new repository at ``tmp_path/name`` (options as :func:`init_repository`)."""
     path = tmp_path / name
     return TufRepo(path=path, init=init_repository(path, **options))
-
-
-class FileFetcher(FetcherInterface):
-    """python-tuf fetcher for ``file://`` URLs: a repository on a mounted USB stick.
-
-    A missing file answers like HTTP 404, which is how the client learns that there is no newer
-    root.
-    """
-
-    chunk_size = 1 << 16
-
-    def _fetch(self, url: str) -> Iterator[bytes]:
-        parsed = urlparse(url)
-        if parsed.scheme != "file":
-            raise tuf_exceptions.DownloadError(f"not a file:// URL: {url}")
-        path = Path(unquote(parsed.path))
-        try:
-            handle = open(path, "rb")  # closed by _chunks when the download ends
-        except FileNotFoundError:
-            raise tuf_exceptions.DownloadHTTPError(f"{path} not found", 404) from None
-        except OSError as exc:
-            raise tuf_exceptions.DownloadError(f"cannot read {path}: {exc}") from exc
-        return self._chunks(handle)
-
-    def _chunks(self, handle: Any) -> Iterator[bytes]:
-        with handle:
-            while chunk := handle.read(self.chunk_size):
-                yield chunk
 
 
 @contextlib.contextmanager

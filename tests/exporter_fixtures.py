@@ -8,6 +8,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 TESTDATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "testdata"
 
@@ -99,3 +100,11 @@ def scenes_module() -> object:
     if not hasattr(module, "render_sample"):
         return StandInScenes()
     return module
+
+
+def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    """The one stderr line of a failing edge-export command (and that there is only one)."""
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("edge-export: error: ")
+    return err[0]

@@ -28,16 +28,9 @@ from exporter.dataset import (
     synthesize_dataset,
 )
 from exporter.errors import DatasetError
-from tests.exporter_fixtures import make_dataset, scenes_module, write_image
+from tests.exporter_fixtures import make_dataset, one_error_line, scenes_module, write_image
 
 GTSRB_PATTERN = r"^(\d+_\d+)_"
-
-
-def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    assert err[0].startswith("edge-export: error: ")
-    return err[0]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -32,17 +32,10 @@ from exporter.distribute import (
 from exporter.errors import TrainingError
 from exporter.features import FeatureCache, compute_features
 from exporter.train import Phase
-from tests.exporter_fixtures import make_dataset
+from tests.exporter_fixtures import make_dataset, one_error_line
 
 ROOT = Path(__file__).resolve().parents[1]
 TWO = '{"cluster": {"worker": ["127.0.0.1:5000", "127.0.0.1:5001"]}, "task": %s}'
-
-
-def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    assert err[0].startswith("edge-export: error: ")
-    return err[0]
 
 
 @pytest.fixture(scope="module")

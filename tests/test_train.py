@@ -24,20 +24,13 @@ from exporter.train import (
     resolve_strategy,
     train,
 )
-from tests.exporter_fixtures import make_dataset, scenes_module
+from tests.exporter_fixtures import make_dataset, one_error_line, scenes_module
 
 CONTRACT_KEYS = {
     "schema", "arch", "weights", "input", "labels", "data", "dataset_fingerprint", "epochs",
     "fine_tune_layers", "batch_size", "learning_rate", "seed", "group_pattern",
     "validation_accuracy", "test_accuracy", "created", "versions",
 }  # fmt: skip
-
-
-def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    assert err[0].startswith("edge-export: error: ")
-    return err[0]
 
 
 @pytest.fixture(scope="module")

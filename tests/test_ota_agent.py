@@ -238,15 +238,24 @@ def driver(config: Path, *options: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize("stage", STAGES)
-def test_sigkill_at_every_install_boundary_leaves_a_complete_model(
-    repo: TufRepo, bundles: dict[str, Path], tmp_path: Path, stage: str
-) -> None:
+def v2_published_over_v1(
+    repo: TufRepo, bundles: dict[str, Path], tmp_path: Path
+) -> tuple[UpdateAgent, Path]:
+    """A device serving v1 with v2 just published, and the update section for the install
+    driver (which runs the install in a subprocess, to be killed or starved of disk)."""
     device = agent(repo, tmp_path)
     device.check()
     repo.publish(bundles["2"])
     config = tmp_path / "update.json"
     config.write_text(json.dumps(section(repo, tmp_path).model_dump()))
+    return device, config
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_sigkill_at_every_install_boundary_leaves_a_complete_model(
+    repo: TufRepo, bundles: dict[str, Path], tmp_path: Path, stage: str
+) -> None:
+    device, config = v2_published_over_v1(repo, bundles, tmp_path)
     killed = driver(config, "--kill-at", stage)
     assert killed.returncode == -9, killed.stderr
     # The restart: recovery, then the model the state names is complete.
@@ -263,11 +272,7 @@ def test_sigkill_at_every_install_boundary_leaves_a_complete_model(
 def test_an_install_interrupted_again_and_again_is_given_up(
     repo: TufRepo, bundles: dict[str, Path], tmp_path: Path
 ) -> None:
-    device = agent(repo, tmp_path)
-    device.check()
-    repo.publish(bundles["2"])
-    config = tmp_path / "update.json"
-    config.write_text(json.dumps(section(repo, tmp_path).model_dump()))
+    device, config = v2_published_over_v1(repo, bundles, tmp_path)
     for _ in range(MAX_INTERRUPTED_INSTALLS):
         assert driver(config, "--kill-at", "downloaded").returncode == -9
         device.recover()
@@ -279,11 +284,7 @@ def test_an_install_interrupted_again_and_again_is_given_up(
 def test_a_disk_that_fills_up_while_unpacking(
     repo: TufRepo, bundles: dict[str, Path], tmp_path: Path
 ) -> None:
-    device = agent(repo, tmp_path)
-    device.check()
-    repo.publish(bundles["2"])
-    config = tmp_path / "update.json"
-    config.write_text(json.dumps(section(repo, tmp_path).model_dump()))
+    device, config = v2_published_over_v1(repo, bundles, tmp_path)
     # The artifact is ~320 KB; samples, labels, manifest and state.json are far below 100 KB.
     full = driver(config, "--fsize-after-download", str(100 * 1024))
     assert full.returncode == 24, full.stderr
